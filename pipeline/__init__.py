@@ -1,0 +1,1 @@
+"""Wiring, transport, config, supervision and the command line of procsmith."""

@@ -1,0 +1,143 @@
+"""Typed configuration: TOML decoded into msgspec Structs, then environment overrides.
+
+Unknown keys, wrong types and impossible values are refused with a message that names the
+file (or variable), the key and the reason. The defaults here are the bundled
+``config/procsmith.toml``; a test keeps the two equal.
+
+Environment overrides: ``PROCSMITH_<KEY>`` for a top-level key and
+``PROCSMITH_<SECTION>__<KEY>`` for a key of a section, e.g. ``PROCSMITH_SCAN__INTERVAL=1s``.
+A value is read as a TOML value where it is one (``2000``, ``true``, ``["a", "b"]``) and as a
+string otherwise (``1s``, ``/host/proc``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+
+ENV_PREFIX = "PROCSMITH_"
+# Variables with the prefix that are not config keys.
+ENV_NOT_KEYS = frozenset({"PROCSMITH_CONFIG"})
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+ByteCount = Annotated[int, msgspec.Meta(ge=1, le=1 << 34)]
+
+
+class Duration(float):
+    """Seconds, written in config as ``250ms``, ``2s``, ``1.5m`` or a plain number."""
+
+    _FORM: ClassVar[re.Pattern[str]] = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+    _UNIT: ClassVar[dict[str | None, float]] = {
+        "ms": 0.001,
+        "s": 1.0,
+        "m": 60.0,
+        "h": 3600.0,
+        None: 1.0,
+    }
+
+    @classmethod
+    def parse(cls, value: object) -> Duration:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a duration such as '2s', got {value!r}")
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := cls._FORM.fullmatch(value.strip())):
+            seconds = float(m[1]) * cls._UNIT[m[2]]
+        else:
+            raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
+        if seconds < 0 or seconds > 86400:
+            raise ValueError(f"duration {value!r} is outside 0s to 24h")
+        return cls(seconds)
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class ScanConfig(_Section, frozen=True):
+    interval: Duration = Duration(2.0)
+    shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    cmdline_max_bytes: ByteCount = 256 * 1024
+    environ_max_bytes: ByteCount = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.interval < 0.05:
+            raise ValueError("scan.interval must be at least 50ms")
+
+
+class FilterConfig(_Section, frozen=True):
+    lru_size: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 2000
+
+
+class Config(_Section, frozen=True):
+    proc_root: str = "/proc"
+    scan: ScanConfig = msgspec.field(default_factory=ScanConfig)
+    filter: FilterConfig = msgspec.field(default_factory=FilterConfig)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names where and why."""
+
+
+def _decode_hook(type_: type, value: Any) -> Any:
+    if type_ is Duration:
+        return Duration.parse(value)
+    raise NotImplementedError(f"no decoder for {type_!r}")
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Merge PROCSMITH_* variables into ``data``; return the names applied."""
+    applied = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) > 2 or not all(path):
+            raise ConfigError(f"environment {name}: expected PROCSMITH_<SECTION>__<KEY>")
+        target = data
+        for part in path[:-1]:
+            section = target.setdefault(part, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"environment {name}: {part!r} is not a section")
+            target = section
+        target[path[-1]] = _env_value(raw)
+        applied.append(name)
+    return applied
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or only defaults when ``None``) and apply environment overrides."""
+    source = str(path) if path is not None else "defaults"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    applied = _apply_env(data, environ or {})
+    if applied:
+        source += " with " + ", ".join(applied)
+    try:
+        config = msgspec.convert(data, Config, dec_hook=_decode_hook, strict=not applied)
+    except msgspec.ValidationError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return config
+
+
+def bundled_config_path() -> Path:
+    """``config/procsmith.toml`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parent.parent / "config" / "procsmith.toml"

@@ -1,0 +1,40 @@
+"""scan, tree, classify and filter in one process: ``procsmith once`` and the library API.
+
+    detector = LocalDetector(load_config())
+    new = detector.round()   # the user workloads not judged before, ascending by pid
+
+Each call is one scan round against the same LRU; what ``round`` returns counts as handed
+on (D7), so it is not returned again unless it execs (D8).
+"""
+
+from __future__ import annotations
+
+from pipeline.config import Config
+from pipeline.meter import Meter, Tally
+from pipeline.schema import Process
+from stages.classify import classify_round
+from stages.filter import SeenFilter
+from stages.scan import ShardReader
+from stages.tree import merge
+
+
+class LocalDetector:
+    def __init__(self, config: Config, meter: Meter | None = None) -> None:
+        self.meter = meter if meter is not None else Tally()
+        self.reader = ShardReader(
+            config.proc_root,
+            self.meter,
+            cmdline_max_bytes=config.scan.cmdline_max_bytes,
+            environ_max_bytes=config.scan.environ_max_bytes,
+        )
+        self.filter = SeenFilter(config.filter.lru_size, self.meter)
+        self.rounds = 0
+
+    def round(self) -> list[Process]:
+        self.rounds += 1
+        scan = self.reader.read(self.rounds)
+        workloads = classify_round(merge(self.rounds, [scan], expected=1), self.meter)
+        new = self.filter.unseen(workloads.procs)
+        for proc in new:
+            self.filter.mark_seen(proc)
+        return new

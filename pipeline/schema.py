@@ -1,0 +1,115 @@
+"""Every record that travels between stages: one tagged union of msgspec Structs.
+
+Rules for changing this module (old and new stage processes may meet on a socket during a
+rolling restart): new fields get a default and go last; a field is never renamed or reused.
+The high-volume records are ``array_like`` so a round of 50,000 processes does not carry
+50,000 copies of every field name.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class Kind(enum.StrEnum):
+    """What a process is to the detector (the reference's ProcessKind)."""
+
+    UNKNOWN = "unknown"
+    SANDBOX = "sandbox"
+    SUPERVISOR = "supervisor"
+    USER_WORKLOAD = "user_workload"
+
+
+class Workspace(msgspec.Struct, frozen=True):
+    """A workspace found in the tree; ``pid`` is its supervisor's."""
+
+    owner_id: str
+    workspace_id: str
+    instance_id: str
+    git_url: str
+    pid: int
+
+
+class RawProcess(msgspec.Struct, array_like=True, frozen=True):
+    """One process as a scan shard read it from procfs.
+
+    ``gitpod_env`` is read only for ring1 candidates; ``None`` means it was not read or could
+    not be read, which is different from an empty environment.
+    ``exe_dev``/``exe_ino`` identify the executable (D8); 0 when ``exe`` cannot be resolved
+    (kernel threads, zombies).
+    """
+
+    pid: int
+    ppid: int
+    starttime: int
+    comm: str
+    cmdline: list[str]
+    exe_dev: int = 0
+    exe_ino: int = 0
+    gitpod_env: dict[str, str] | None = None
+
+
+class ShardScan(msgspec.Struct, tag="shard", frozen=True):
+    """What one scan shard read in one round (scan → tree)."""
+
+    round_id: int
+    shard: int
+    shards: int
+    proc_root: str
+    procs: list[RawProcess]
+    listed: int = 0
+    skipped: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Round(msgspec.Struct, tag="round", frozen=True):
+    """All shards of one round merged, sorted by pid (tree → classify)."""
+
+    round_id: int
+    proc_root: str
+    procs: list[RawProcess]
+    missing_shards: list[int] = msgspec.field(default_factory=list)
+
+
+class Process(msgspec.Struct, tag="process", frozen=True):
+    """A classified process: the record of SPEC §3, plus the executable identity (D8).
+
+    ``hash`` is the reference's xxhash64 of pid, ppid and starttime, so records can be joined
+    with agent-smith's output.
+    """
+
+    pid: int
+    ppid: int
+    starttime: int
+    hash: int
+    path: str
+    cmdline: list[str]
+    kind: Kind
+    workspace: Workspace | None = None
+    exe_dev: int = 0
+    exe_ino: int = 0
+
+
+class Workloads(msgspec.Struct, tag="workloads", frozen=True):
+    """The user-workload processes of one round (classify → filter)."""
+
+    round_id: int
+    procs: list[Process]
+    workspaces: int = 0
+
+
+# Everything a stage may receive or emit. New record types are added here, and only here.
+Record = ShardScan | Round | Workloads | Process
+
+# The fields of SPEC §3, in order: what the CLI and the tap print for a process.
+PROCESS_JSON_FIELDS = (
+    "pid",
+    "ppid",
+    "starttime",
+    "hash",
+    "path",
+    "cmdline",
+    "kind",
+    "workspace",
+)

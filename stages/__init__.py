@@ -1,0 +1,1 @@
+"""One module per pipeline stage: only its logic, records in and records out."""

@@ -1,0 +1,127 @@
+"""The classify stage's logic: find the workspaces in the tree and the kind of every process."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import xxhash
+
+from pipeline.catalog import INDEX_SIZE, WORKSPACE_COUNT
+from pipeline.meter import Meter
+from pipeline.schema import Kind, Process, RawProcess, Round, Workloads, Workspace
+from stages.procfs import WORKSPACE_ENV
+from stages.scan import is_ring1
+from stages.tree import Node, build_index
+
+SUPERVISOR_ARGV = ["supervisor", "init"]
+ROOT_PID = 1
+
+
+def reference_hash(pid: int, ppid: int, starttime: int) -> int:
+    """xxhash64 of pid ‖ ppid ‖ starttime as little-endian uint64s: the reference's value."""
+    digest = pid.to_bytes(8, "little") + ppid.to_bytes(8, "little")
+    return xxhash.xxh64_intdigest(digest + starttime.to_bytes(8, "little"))
+
+
+class Classification(NamedTuple):
+    """Kind and workspace of every process inside a workspace; all others are unknown."""
+
+    inside: dict[int, tuple[Kind, Workspace]]
+    workspaces: int
+
+    def kind(self, pid: int) -> Kind:
+        entry = self.inside.get(pid)
+        return Kind.UNKNOWN if entry is None else entry[0]
+
+
+def classify(index: dict[int, Node], root_pid: int = ROOT_PID) -> Classification:
+    """Walk the tree from ``root_pid`` and classify what is reachable.
+
+    D3: the walk is iterative and visits a pid once, so a 100,000-deep chain, a cycle or a
+    pid that names itself as parent cannot recurse or loop. D6: inside a workspace only the
+    workspace's own supervisor is ``supervisor``; everything else, a nested ring1 or a second
+    ``supervisor init`` included, is ``user_workload``.
+    """
+    inside: dict[int, tuple[Kind, Workspace]] = {}
+    workspaces = 0
+    root = index.get(root_pid)
+    stack: list[tuple[Node, Workspace | None]] = [] if root is None else [(root, None)]
+    visited: set[int] = set()
+    while stack:
+        node, ws = stack.pop()
+        if node.pid in visited:
+            continue
+        visited.add(node.pid)
+        if ws is not None:
+            kind = Kind.SUPERVISOR if node.pid == ws.pid else Kind.USER_WORKLOAD
+            inside[node.pid] = (kind, ws)
+        elif node.proc is not None and is_ring1(node.proc.cmdline):
+            ws = sandbox_workspace(node)
+            if ws is not None:
+                inside[node.pid] = (Kind.SANDBOX, ws)
+                workspaces += 1
+        stack.extend((child, ws) for child in node.children)
+    return Classification(inside, workspaces)
+
+
+def sandbox_workspace(ring1: Node) -> Workspace | None:
+    """The workspace a ring1 process is the sandbox of, or ``None`` if it is not one.
+
+    D4: any child with argv exactly ``supervisor init`` qualifies; of several, the
+    earliest-started (starttime, then pid) is the supervisor.
+    """
+    env = ring1.proc.gitpod_env if ring1.proc is not None else None
+    if env is None:
+        return None
+    supervisors = [
+        c.proc
+        for c in ring1.children
+        if c is not ring1 and c.proc is not None and c.proc.cmdline == SUPERVISOR_ARGV
+    ]
+    if not supervisors:
+        return None
+    supervisor = min(supervisors, key=lambda p: (p.starttime, p.pid))
+    fields = {field: env.get(key, "") for key, field in WORKSPACE_ENV.items()}
+    return Workspace(pid=supervisor.pid, **fields)
+
+
+def process_record(proc: RawProcess, kind: Kind, ws: Workspace | None, proc_root: str) -> Process:
+    """The SPEC §3 record of a raw process. D2: ``path`` is absolute under ``proc_root``."""
+    return Process(
+        pid=proc.pid,
+        ppid=proc.ppid,
+        starttime=proc.starttime,
+        hash=reference_hash(proc.pid, proc.ppid, proc.starttime),
+        path=f"{proc_root}/{proc.pid}/exe",
+        cmdline=proc.cmdline,
+        kind=kind,
+        workspace=ws,
+        exe_dev=proc.exe_dev,
+        exe_ino=proc.exe_ino,
+    )
+
+
+def user_workloads(
+    index: dict[int, Node], classification: Classification, proc_root: str
+) -> list[Process]:
+    """The ``user_workload`` processes as records, ascending by pid."""
+    out = []
+    for pid in sorted(classification.inside):
+        kind, ws = classification.inside[pid]
+        proc = index[pid].proc
+        if kind is Kind.USER_WORKLOAD and proc is not None:
+            out.append(process_record(proc, kind, ws, proc_root))
+    return out
+
+
+def classify_round(rnd: Round, meter: Meter) -> Workloads:
+    """Index a round, classify it and keep its user workloads; sets the detector's gauges."""
+    index = build_index(rnd.procs)
+    meter.set(INDEX_SIZE, len(index))
+    classification = classify(index)
+    meter.set(WORKSPACE_COUNT, classification.workspaces)
+    return Workloads(
+        round_id=rnd.round_id,
+        procs=user_workloads(index, classification, rnd.proc_root),
+        workspaces=classification.workspaces,
+    )

@@ -1,0 +1,122 @@
+"""Parsers for the procfs files the detector reads, and bounded reads of them.
+
+Every parser takes the raw bytes of one file and returns ``None`` (or an empty value) for
+anything it cannot make sense of: a hostile workspace can put any byte into its argv, its
+environment and its comm, and nothing in them may raise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+# The environment variables a workspace is identified by, and the Workspace field each fills.
+WORKSPACE_ENV = {
+    "GITPOD_OWNER_ID": "owner_id",
+    "GITPOD_WORKSPACE_ID": "workspace_id",
+    "GITPOD_INSTANCE_ID": "instance_id",
+    "GITPOD_WORKSPACE_CONTEXT_URL": "git_url",
+}
+_WORKSPACE_ENV_KEYS = frozenset(k.encode() for k in WORKSPACE_ENV)
+
+STAT_MAX_BYTES = 4096  # the kernel's line is under 1 KiB even with every field at its widest
+_U64_MAX = 2**64 - 1
+_U64_DIGITS = 20  # checked before int(): a 5,000-digit "number" must not reach int()
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO in a fake tree cannot block us
+
+
+class Stat(NamedTuple):
+    ppid: int
+    starttime: int
+    comm: str
+
+
+def _u64(field: bytes) -> int | None:
+    if not field.isdigit() or len(field) > _U64_DIGITS:  # bytes.isdigit is ASCII-only
+        return None
+    value = int(field)
+    return value if value <= _U64_MAX else None
+
+
+def parse_stat(data: bytes) -> Stat | None:
+    """ppid (field 4) and starttime (field 22) of a ``/proc/<pid>/stat`` line.
+
+    D1: comm (field 2) may hold spaces, parentheses and any byte, so fields are counted after
+    the *last* ``)``. ``None`` when the line cannot be parsed or starttime is 0.
+    """
+    close = data.rfind(b")")
+    if close < 0:
+        return None
+    fields = data[close + 1 :].split()
+    # fields[0] is the state (field 3), so field N is fields[N - 3].
+    if len(fields) < 20:
+        return None
+    ppid = _u64(fields[1])
+    starttime = _u64(fields[19])
+    if ppid is None or not starttime:
+        return None
+    open_ = data.find(b"(")
+    comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
+    return Stat(ppid, starttime, decode(comm))
+
+
+def parse_cmdline(data: bytes) -> list[str]:
+    """argv as the reference splits it: strip every trailing NUL, split on NUL; empty → []."""
+    data = data.rstrip(b"\0")
+    if not data:
+        return []
+    return [decode(arg) for arg in data.split(b"\0")]
+
+
+def parse_gitpod_env(data: bytes, *, truncated: bool = False) -> dict[str, str]:
+    """The workspace variables of a ``/proc/<pid>/environ`` file.
+
+    D5: the file is split into whole NUL-separated entries; the key is the text before the
+    first ``=``, compared exactly, and the last occurrence wins. A value of any length cannot
+    smuggle an entry in. When the read was cut at its bound the last entry is incomplete and
+    is dropped.
+    """
+    entries = data.split(b"\0")
+    if truncated:
+        entries.pop()
+    found: dict[str, str] = {}
+    for entry in entries:
+        if not entry.startswith(b"GITPOD_"):
+            continue
+        key, sep, value = entry.partition(b"=")
+        if sep and key in _WORKSPACE_ENV_KEYS:
+            found[key.decode()] = decode(value)
+    return found
+
+
+def decode(raw: bytes) -> str:
+    """Text for bytes that may not be UTF-8; invalid bytes stay visible as ``\\xNN``."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def read_bounded(path: str, limit: int, first: int = 4096) -> tuple[bytes, bool]:
+    """Read at most ``limit`` bytes of ``path``; the flag says the file had more.
+
+    procfs and regular files return everything available up to the size asked, so a short
+    read is the end and the common case costs one ``read`` call. Raises ``OSError``.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        want = min(first, limit + 1)
+        data = os.read(fd, want)
+        if len(data) < want:
+            return data, False
+        chunks = [data]
+        total = len(data)
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        return data[:limit], True
+    return data, False
