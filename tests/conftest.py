@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.meter import Tally
+from tests.fakeproc import FakeProcfs
+
+
+@pytest.fixture
+def fakeproc(tmp_path: Path) -> FakeProcfs:
+    """An empty fake procfs tree with an init process (pid 1)."""
+    fs = FakeProcfs(tmp_path / "proc")
+    fs.add(1, 0, ["/sbin/init"], exe="init")
+    return fs
+
+
+@pytest.fixture
+def tally() -> Tally:
+    return Tally()

@@ -1,0 +1,51 @@
+"""The library API over several rounds with one LRU: D7 and D8 end to end on a fake tree."""
+
+from __future__ import annotations
+
+from pipeline.config import Config, FilterConfig
+from pipeline.local import LocalDetector
+from tests.fakeproc import FakeProcfs
+
+
+def detector(fs: FakeProcfs, lru: int = 2000) -> LocalDetector:
+    return LocalDetector(Config(proc_root=str(fs.root), filter=FilterConfig(lru_size=lru)))
+
+
+def test_emitted_once_again_after_exec_not_after_parent_death(fakeproc: FakeProcfs) -> None:
+    fakeproc.workspace(10, 11)
+    fakeproc.add(12, 11, ["bash"], exe="bash")
+    fakeproc.add(13, 12, ["worker"], exe="worker")
+    det = detector(fakeproc)
+    assert [p.pid for p in det.round()] == [12, 13]
+    assert det.round() == []
+
+    # 13 execs another binary: same pid and starttime, new executable → judged again (D8).
+    fakeproc.add(13, 12, ["worker"], exe="xmrig")
+    assert [p.pid for p in det.round()] == [13]
+    assert det.round() == []
+
+    # 12 dies and 13 is re-parented to the supervisor: a new ppid, same process → not again.
+    fakeproc.remove(12)
+    fakeproc.add(13, 11, ["worker"], exe="xmrig")
+    again = det.round()
+    assert again == []
+
+
+def test_reused_pid_is_new(fakeproc: FakeProcfs) -> None:
+    fakeproc.workspace(10, 11)
+    fakeproc.add(12, 11, ["a"], starttime=500)
+    det = detector(fakeproc)
+    assert [p.cmdline for p in det.round()] == [["a"]]
+    fakeproc.add(12, 11, ["b"], starttime=900)
+    assert [p.cmdline for p in det.round()] == [["b"]]
+
+
+def test_lru_size_from_config_bounds_memory(fakeproc: FakeProcfs) -> None:
+    fakeproc.workspace(10, 11)
+    for pid in range(20, 30):
+        fakeproc.add(pid, 11)
+    det = detector(fakeproc, lru=4)
+    assert len(det.round()) == 10
+    assert len(det.filter) == 4
+    # The four marked last are remembered; the six evicted come back to be judged again.
+    assert [p.pid for p in det.round()] == list(range(20, 26))

@@ -1,0 +1,76 @@
+"""Property tests: no parser raises on any bytes, and what they return is well-formed."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stages.procfs import WORKSPACE_ENV, parse_cmdline, parse_gitpod_env, parse_stat
+from tests.fakeproc import argv_bytes, stat_line
+
+# Bytes biased towards the ones that matter to the parsers.
+procfs_bytes = st.lists(
+    st.one_of(
+        st.sampled_from([b"\0", b" ", b")", b"(", b"=", b"GITPOD_", b"9"]), st.binary(max_size=8)
+    ),
+    max_size=200,
+).map(b"".join)
+
+
+@given(procfs_bytes)
+def test_stat_never_raises(data: bytes) -> None:
+    result = parse_stat(data)
+    if result is not None:
+        assert 0 <= result.ppid < 2**64
+        assert 0 < result.starttime < 2**64
+
+
+@given(
+    st.integers(1, 2**22),
+    st.binary(max_size=64).filter(lambda b: b"\n" not in b),
+    st.integers(0, 2**64 - 1),
+    st.integers(1, 2**64 - 1),
+)
+def test_stat_reads_any_comm(pid: int, comm: bytes, ppid: int, starttime: int) -> None:
+    """D1: whatever the comm holds, ppid and starttime come out right."""
+    result = parse_stat(stat_line(pid, comm, ppid, starttime))
+    assert result is not None
+    assert (result.ppid, result.starttime) == (ppid, starttime)
+
+
+@given(procfs_bytes)
+def test_cmdline_never_raises(data: bytes) -> None:
+    argv = parse_cmdline(data)
+    assert all(isinstance(a, str) for a in argv)
+    assert argv == [] or data.rstrip(b"\0")
+
+
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=20), max_size=8)
+)
+def test_cmdline_round_trips(argv: list[str]) -> None:
+    expected = list(argv)
+    while expected and expected[-1] == "":  # trailing empty args are NUL padding to procfs
+        expected.pop()
+    assert parse_cmdline(argv_bytes(argv)) == expected
+
+
+@given(procfs_bytes, st.booleans())
+def test_environ_never_raises(data: bytes, truncated: bool) -> None:
+    env = parse_gitpod_env(data, truncated=truncated)
+    assert set(env) <= set(WORKSPACE_ENV)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(WORKSPACE_ENV)),
+        st.text(max_size=600).filter(lambda s: "\0" not in s),
+    ),
+    st.text(max_size=2000).filter(lambda s: "\0" not in s),
+)
+def test_environ_values_cannot_smuggle_entries(env: dict[str, str], noise: str) -> None:
+    """D5: a value holding 'GITPOD_…=' text at any offset never becomes an entry."""
+    raw = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+    raw += b"NOISE=" + noise.encode() + b"GITPOD_WORKSPACE_ID=spoofed\0"
+    expected = {k: v.encode().decode("utf-8", "backslashreplace") for k, v in env.items()}
+    assert parse_gitpod_env(raw) == expected
