@@ -9,6 +9,7 @@ The high-volume records are ``array_like`` so a round of 50,000 processes does n
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 
 import msgspec
 
@@ -20,6 +21,14 @@ class Kind(enum.StrEnum):
     SANDBOX = "sandbox"
     SUPERVISOR = "supervisor"
     USER_WORKLOAD = "user_workload"
+
+
+class Level(enum.StrEnum):
+    """How sure a finding is, most severe first (agent-smith's levels)."""
+
+    VERY = "very"
+    AUDIT = "audit"
+    BARELY = "barely"
 
 
 class Workspace(msgspec.Struct, frozen=True):
@@ -99,8 +108,33 @@ class Workloads(msgspec.Struct, tag="workloads", frozen=True):
     workspaces: int = 0
 
 
+class Finding(msgspec.Struct, tag="finding", frozen=True):
+    """A process that matched a signature or rule (match → enforce).
+
+    One per process: the most severe level wins. ``classifier`` says which kind of rule
+    matched (``signature``, ``commandline``); ``time`` is when the match was made (UTC).
+    """
+
+    process: Process
+    signature: str
+    level: Level
+    classifier: str
+    time: datetime
+
+
+class Judged(msgspec.Struct, tag="judged", frozen=True):
+    """A process match has finished with (match → filter, the at-least-once acknowledgement).
+
+    ``outcome`` is a bounded label: ``clean``, ``finding``, or why it could not be judged
+    (``vanished``, ``reused``, ``denied``, ``kernel``, ``error``).
+    """
+
+    process: Process
+    outcome: str
+
+
 # Everything a stage may receive or emit. New record types are added here, and only here.
-Record = ShardScan | Round | Workloads | Process
+Record = ShardScan | Round | Workloads | Process | Finding | Judged
 
 # The fields of SPEC §3, in order: what the CLI and the tap print for a process.
 PROCESS_JSON_FIELDS = (
