@@ -17,6 +17,9 @@ class MetricSpec(NamedTuple):
     type: MetricType
     help: str
     labels: tuple[str, ...] = ()
+    # How a gauge written by several processes is combined (prometheus multiprocess mode):
+    # every gauge here has one writer per label set, so the most recent value is the value.
+    mode: str = "mostrecent"
 
 
 _DETECTOR = "gitpod_agent_smith_procfs_detector_"
@@ -26,6 +29,21 @@ CACHE_USE = _DETECTOR + "cache_use_total"
 WORKSPACE_COUNT = _DETECTOR + "workspace_count"
 SCAN_SKIPPED = "procsmith_scan_skipped_total"
 SCAN_TRUNCATED = "procsmith_scan_truncated_total"
+RECORDS_IN = "procsmith_stage_records_in_total"
+RECORDS_OUT = "procsmith_stage_records_out_total"
+RECORDS_DROPPED = "procsmith_stage_records_dropped_total"
+RECORDS_REFUSED = "procsmith_stage_records_refused_total"
+ROUND_DURATION = "procsmith_round_duration_seconds"
+ROUNDS = "procsmith_rounds_total"
+ROUND_COMPLETED = "procsmith_round_completed_timestamp_seconds"
+TREE_MISSING_SHARDS = "procsmith_tree_missing_shards_total"
+TREE_LATE_SHARDS = "procsmith_tree_late_shards_total"
+FILTER_INFLIGHT = "procsmith_filter_inflight"
+FILTER_RETRIES = "procsmith_filter_retries_total"
+FILTER_GAVE_UP = "procsmith_filter_gave_up_total"
+# Served by the supervisor itself, from its own state (not written by stage processes).
+STAGE_UP = "procsmith_stage_up"
+STAGE_RESTARTS = "procsmith_stage_restarts_total"
 
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
@@ -36,6 +54,38 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(SCAN_SKIPPED, "counter", "processes a scan skipped, by reason", ("reason",)),
         MetricSpec(
             SCAN_TRUNCATED, "counter", "procfs files cut at their read bound, by file", ("file",)
+        ),
+        MetricSpec(RECORDS_IN, "counter", "records a stage received", ("stage",)),
+        MetricSpec(RECORDS_OUT, "counter", "records a stage handed to the next", ("stage",)),
+        MetricSpec(
+            RECORDS_DROPPED,
+            "counter",
+            "records a stage could not hand on because the next stage's queue was full",
+            ("stage",),
+        ),
+        MetricSpec(
+            RECORDS_REFUSED,
+            "counter",
+            "frames a stage received and dropped, by reason (malformed, unexpected type)",
+            ("stage", "reason"),
+        ),
+        MetricSpec(ROUND_DURATION, "histogram", "from a round's first shard read to its filtering"),
+        MetricSpec(ROUNDS, "counter", "scan rounds that reached the filter"),
+        MetricSpec(ROUND_COMPLETED, "gauge", "when the last round reached the filter (unix time)"),
+        MetricSpec(
+            TREE_MISSING_SHARDS, "counter", "shards left out of a round because they were late"
+        ),
+        MetricSpec(TREE_LATE_SHARDS, "counter", "shards that arrived after their round was built"),
+        MetricSpec(FILTER_INFLIGHT, "gauge", "processes handed to match and not yet judged"),
+        MetricSpec(
+            FILTER_RETRIES, "counter", "processes offered again: no verdict within ack_timeout"
+        ),
+        MetricSpec(
+            FILTER_GAVE_UP, "counter", "processes given up on after filter.max_attempts offers"
+        ),
+        MetricSpec(STAGE_UP, "gauge", "1 while a stage process runs", ("stage", "instance")),
+        MetricSpec(
+            STAGE_RESTARTS, "counter", "stage processes restarted by the supervisor", ("stage",)
         ),
     )
 }

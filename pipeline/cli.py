@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +13,10 @@ from typing import Any
 import msgspec
 
 from pipeline import exitcodes
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config, parse_addr
+
+# Heavy modules (zmq, the stages) are imported inside the commands that need them, so
+# `procsmith --help` and `procsmith once` stay light.
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -24,11 +28,12 @@ def _config(args: argparse.Namespace) -> Config:
         config = msgspec.structs.replace(config, proc_root=proc_root)
     if not os.path.isdir(config.proc_root):
         raise ConfigError(f"proc_root {config.proc_root!r} is not a directory")
+    logging.getLogger().setLevel(config.log_level.upper())
     return config
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from pipeline.local import LocalDetector  # noqa: PLC0415 - keeps `procsmith --help` light
+    from pipeline.local import LocalDetector  # noqa: PLC0415
     from pipeline.render import process_line  # noqa: PLC0415
 
     detector = LocalDetector(_config(args))
@@ -40,27 +45,55 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Until the multiprocess pipeline lands: the four steps in this process, every interval."""
-    import signal  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
-    from pipeline.local import LocalDetector  # noqa: PLC0415
-    from pipeline.render import process_line  # noqa: PLC0415
+    from pipeline.supervisor import Supervisor  # noqa: PLC0415
 
     config = _config(args)
-    stop: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda n, _f: stop.append(n))
-    detector = LocalDetector(config)
-    out = sys.stdout.buffer
-    while not stop:
-        for proc in detector.round():
-            out.write(process_line(proc))
-        out.flush()
-        deadline = time.monotonic() + config.scan.interval
-        while not stop and time.monotonic() < deadline:
-            time.sleep(0.05)
-    return exitcodes.OK
+    _check_addr(args.metrics_addr)
+    return Supervisor(config, args.metrics_addr).run()
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from pipeline.runner import run_stage  # noqa: PLC0415
+    from pipeline.tap import HUB, run_taphub  # noqa: PLC0415
+    from pipeline.wiring import STAGE_NAMES, replicas  # noqa: PLC0415
+
+    config = _config(args)
+    _check_addr(args.metrics_addr)
+    if args.name == HUB:
+        return run_taphub(config)
+    if args.name not in STAGE_NAMES:
+        raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {HUB}")
+    index, count = 0, replicas(args.name, config)
+    if args.shard:
+        index, count = _shard(args.shard)
+        if args.name == "scan" and count != config.scan.shards:
+            config = msgspec.structs.replace(
+                config, scan=msgspec.structs.replace(config.scan, shards=count)
+            )
+    elif args.name == "scan" and count > 1:
+        raise ConfigError(f"scan.shards is {count}: say which shard this is with --shard K/{count}")
+    return run_stage(args.name, config, index, count, metrics_addr=args.metrics_addr)
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    from pipeline.tap import run_tap_client  # noqa: PLC0415
+
+    return run_tap_client(_config(args), args.stages)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n) <= 64):
+        raise ConfigError(f"--shard expects K/N with 0 <= K < N <= 64, got {text!r}")
+    return int(k), int(n)
+
+
+def _check_addr(addr: str | None) -> None:
+    if addr is not None:
+        try:
+            parse_addr(addr)
+        except ValueError as err:
+            raise ConfigError(f"--metrics-addr: {err}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,19 +109,41 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="TOML config (default: built-in)")
         return p
 
+    proc_root_help = "procfs root (default: config proc_root)"
+    run = command("run", cmd_run, "the whole pipeline under the built-in supervisor, until SIGTERM")
+    run.add_argument("--proc-root", metavar="DIR", help=proc_root_help)
+    run.add_argument(
+        "--metrics-addr", metavar="HOST:PORT", help="metrics and health (default 127.0.0.1:9500)"
+    )
+    stage = command(
+        "stage", cmd_stage, "one stage alone, for docker-compose, systemd or Kubernetes"
+    )
+    stage.add_argument(
+        "name", metavar="NAME", help="scan, tree, classify, filter, match, enforce or taphub"
+    )
+    stage.add_argument(
+        "--shard", metavar="K/N", help="scan: this process reads pids with pid mod N == K"
+    )
+    stage.add_argument("--proc-root", metavar="DIR", help=proc_root_help)
+    stage.add_argument("--metrics-addr", metavar="HOST:PORT", help="serve this stage's metrics")
     once = command(
         "once",
         cmd_once,
         "one scan through scan, tree, classify and filter; prints the new user-workload "
         "records as JSON lines, sorted by pid",
     )
-    once.add_argument("--proc-root", metavar="DIR", help="procfs root (default: config)")
-    run = command("run", cmd_run, "the pipeline on this node, until SIGTERM or SIGINT")
-    run.add_argument("--proc-root", metavar="DIR", help="procfs root (default: config)")
+    once.add_argument("--proc-root", metavar="DIR", help=proc_root_help)
+    tap = command("tap", cmd_tap, "print what stages emit, as JSON lines, until interrupted")
+    tap.add_argument("stages", nargs="*", metavar="STAGE", help="stages to watch (default: all)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s procsmith[%(process)d] %(name)s: %(message)s",
+    )
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)

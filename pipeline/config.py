@@ -16,7 +16,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -70,14 +70,63 @@ class ScanConfig(_Section, frozen=True):
             raise ValueError("scan.interval must be at least 50ms")
 
 
+class TreeConfig(_Section, frozen=True):
+    # How long after a round's first shard arrived the others may take; a later shard is
+    # left out of that round and counted.
+    grace: Duration = Duration(1.0)
+
+
 class FilterConfig(_Section, frozen=True):
     lru_size: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 2000
+    # A process handed to match counts as judged when its verdict comes back. One without a
+    # verdict after ack_timeout is offered again, at most max_attempts times in all.
+    ack_timeout: Duration = Duration(60.0)
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+
+
+class MatchConfig(_Section, frozen=True):
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    # An artificial pause per process, for back-pressure tests and benchmarks only.
+    delay: Duration = Duration(0.0)
+
+
+class TransportConfig(_Section, frozen=True):
+    # ipc: Unix sockets in run_dir (mode 0700). tcp: stable stages bind bind_host:port and
+    # the others connect to hosts[stage] (default: bind_host, or 127.0.0.1 for 0.0.0.0).
+    kind: Literal["ipc", "tcp"] = "ipc"
+    run_dir: str = ""  # "": /run/procsmith as root, else $XDG_RUNTIME_DIR or /tmp
+    bind_host: str = "127.0.0.1"
+    base_port: Annotated[int, msgspec.Meta(ge=1, le=65400)] = 5600
+    hosts: dict[str, str] = msgspec.field(default_factory=dict)
+    # Messages a pipeline socket queues before the sender drops (never blocks).
+    hwm: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    # The largest frame a stage accepts; a larger one is refused by ZeroMQ.
+    max_message_bytes: ByteCount = 256 * 1024 * 1024
+    # How long closing sockets may take to flush, and a stopping stage may drain its input.
+    linger: Duration = Duration(1.0)
+    drain: Duration = Duration(0.5)
+
+
+class SupervisorConfig(_Section, frozen=True):
+    metrics_addr: str = "127.0.0.1:9500"
+    backoff_initial: Duration = Duration(0.5)
+    backoff_max: Duration = Duration(30.0)
+    # A stage that dies this many times within crash_window is a crash loop: give up.
+    crash_limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    crash_window: Duration = Duration(60.0)
+    # How long a stop (SIGTERM) may take before what is left is killed.
+    stop_timeout: Duration = Duration(4.0)
 
 
 class Config(_Section, frozen=True):
     proc_root: str = "/proc"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     scan: ScanConfig = msgspec.field(default_factory=ScanConfig)
+    tree: TreeConfig = msgspec.field(default_factory=TreeConfig)
     filter: FilterConfig = msgspec.field(default_factory=FilterConfig)
+    match: MatchConfig = msgspec.field(default_factory=MatchConfig)
+    transport: TransportConfig = msgspec.field(default_factory=TransportConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
 
 
 class ConfigError(Exception):
@@ -136,6 +185,14 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     except msgspec.ValidationError as err:
         raise ConfigError(f"{source}: {err}") from None
     return config
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too); raises ValueError naming the problem."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {addr!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def bundled_config_path() -> Path:

@@ -7,7 +7,9 @@ from typing import Any
 import msgspec
 import orjson
 
-from pipeline.schema import PROCESS_JSON_FIELDS, Process
+from pipeline.schema import PROCESS_JSON_FIELDS, Finding, Judged, Process, Record, Workloads
+
+_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 def process_dict(proc: Process) -> dict[str, Any]:
@@ -18,6 +20,44 @@ def process_dict(proc: Process) -> dict[str, Any]:
     return out
 
 
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "process": process_dict(finding.process),
+        "signature": finding.signature,
+        "level": finding.level,
+        "classifier": finding.classifier,
+        "time": finding.time,
+    }
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    """Any record as JSON-ready data; processes inside it in their SPEC §3 form."""
+    if isinstance(record, Process):
+        return process_dict(record)
+    if isinstance(record, Finding):
+        return finding_dict(record)
+    if isinstance(record, Judged):
+        return {"process": process_dict(record.process), "outcome": record.outcome}
+    if isinstance(record, Workloads):
+        out = msgspec.structs.asdict(record)
+        out["procs"] = [process_dict(p) for p in record.procs]
+        return out
+    # ShardScan and Round: their raw processes as objects rather than msgpack arrays.
+    out = msgspec.structs.asdict(record)
+    out["procs"] = [msgspec.structs.asdict(p) for p in record.procs]
+    return out
+
+
 def process_line(proc: Process) -> bytes:
     """One process as a JSON line, newline included."""
-    return orjson.dumps(process_dict(proc), option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(process_dict(proc), option=_LINE)
+
+
+def record_line(record: Record) -> bytes:
+    return orjson.dumps(record_dict(record), option=_LINE)
+
+
+def tap_line(stage: str, record: Record) -> bytes:
+    """What ``procsmith tap`` prints: the emitting stage, the record's type and the record."""
+    kind = type(record).__struct_config__.tag
+    return orjson.dumps({"stage": stage, "type": kind, "record": record_dict(record)}, option=_LINE)

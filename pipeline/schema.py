@@ -70,6 +70,7 @@ class ShardScan(msgspec.Struct, tag="shard", frozen=True):
     procs: list[RawProcess]
     listed: int = 0
     skipped: dict[str, int] = msgspec.field(default_factory=dict)
+    started: float = 0.0  # wall-clock time the shard's read began
 
 
 class Round(msgspec.Struct, tag="round", frozen=True):
@@ -79,6 +80,7 @@ class Round(msgspec.Struct, tag="round", frozen=True):
     proc_root: str
     procs: list[RawProcess]
     missing_shards: list[int] = msgspec.field(default_factory=list)
+    started: float = 0.0  # the earliest shard's start: the round's age is measured from it
 
 
 class Process(msgspec.Struct, tag="process", frozen=True):
@@ -106,6 +108,7 @@ class Workloads(msgspec.Struct, tag="workloads", frozen=True):
     round_id: int
     procs: list[Process]
     workspaces: int = 0
+    started: float = 0.0
 
 
 class Finding(msgspec.Struct, tag="finding", frozen=True):

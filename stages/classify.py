@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import xxhash
 
 from pipeline.catalog import INDEX_SIZE, WORKSPACE_COUNT
 from pipeline.meter import Meter
-from pipeline.schema import Kind, Process, RawProcess, Round, Workloads, Workspace
+from pipeline.schema import Kind, Process, RawProcess, Record, Round, Workloads, Workspace
+from pipeline.stage import Stage
 from stages.procfs import WORKSPACE_ENV
 from stages.scan import is_ring1
 from stages.tree import Node, build_index
@@ -124,4 +126,16 @@ def classify_round(rnd: Round, meter: Meter) -> Workloads:
         round_id=rnd.round_id,
         procs=user_workloads(index, classification, rnd.proc_root),
         workspaces=classification.workspaces,
+        started=rnd.started,
     )
+
+
+class ClassifyStage(Stage):
+    accepts = (Round,)
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+
+    def handle(self, record: Record, now: float) -> Sequence[Record]:
+        assert isinstance(record, Round)  # noqa: S101 - the runner checks `accepts`
+        return [classify_round(record, self.meter)]

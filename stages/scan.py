@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections import Counter
+from collections.abc import Sequence
 
 from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from pipeline.meter import Meter
-from pipeline.schema import RawProcess, ShardScan
+from pipeline.schema import RawProcess, Record, ShardScan
+from pipeline.stage import Stage
 from stages.procfs import (
     STAT_MAX_BYTES,
     parse_cmdline,
@@ -75,6 +78,7 @@ class ShardReader:
         self.environ_max_bytes = environ_max_bytes
 
     def read(self, round_id: int) -> ShardScan:
+        started = time.time()
         skipped: Counter[str] = Counter()
         truncated: Counter[str] = Counter()
         try:
@@ -100,6 +104,7 @@ class ShardReader:
             procs=procs,
             listed=len(pids),
             skipped=dict(skipped),
+            started=started,
         )
 
     def _read_one(
@@ -139,3 +144,22 @@ class ShardReader:
         if cut:
             truncated["environ"] += 1
         return parse_gitpod_env(raw, truncated=cut)
+
+
+class ScanStage(Stage):
+    """A source: reads its shard once per round. Rounds are numbered by wall-clock interval
+    (``round_id = time // interval``), so separate shard processes agree on them without
+    talking; the first round starts at once."""
+
+    def __init__(self, reader: ShardReader, interval: float) -> None:
+        self.reader = reader
+        self.interval = interval
+        self._last: int | None = None
+
+    def next_tick(self, now: float) -> float:
+        current = int(now // self.interval)
+        return now if current != self._last else (current + 1) * self.interval
+
+    def tick(self, now: float) -> Sequence[Record]:
+        self._last = int(now // self.interval)
+        return [self.reader.read(self._last)]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pipeline.schema import RawProcess, Round, ShardScan
+from pipeline.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
+from pipeline.meter import Meter
+from pipeline.schema import RawProcess, Record, Round, ShardScan
+from pipeline.stage import Stage
 
 
 def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
@@ -23,6 +26,7 @@ def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
         proc_root=proc_root,
         procs=[by_pid[pid] for pid in sorted(by_pid)],
         missing_shards=[k for k in range(expected) if k not in came],
+        started=min((s.started for s in shards), default=0.0),
     )
 
 
@@ -55,3 +59,58 @@ def build_index(procs: Iterable[RawProcess]) -> dict[int, Node]:
         node.proc = proc
         parent.children.append(node)
     return index
+
+
+class TreeStage(Stage):
+    """Collects the shards of each round and emits the round when all have come, or when
+    ``grace`` has passed since its first shard (the missing ones are counted). Rounds are
+    emitted in order; a shard of a round already emitted is late and counted."""
+
+    accepts = (ShardScan,)
+
+    def __init__(self, shards: int, grace: float, interval: float, meter: Meter) -> None:
+        self.shards = shards
+        self.grace = grace
+        self.interval = interval
+        self.meter = meter
+        self._pending: dict[int, list[ShardScan]] = {}
+        self._first_seen: dict[int, float] = {}
+        self._emitted_upto = -1
+
+    def handle(self, record: Record, now: float) -> Sequence[Record]:
+        assert isinstance(record, ShardScan)  # noqa: S101 - the runner checks `accepts`
+        if record.round_id <= self._emitted_upto:
+            self.meter.inc(TREE_LATE_SHARDS)
+            return ()
+        shards = self._pending.setdefault(record.round_id, [])
+        self._first_seen.setdefault(record.round_id, now)
+        if all(s.shard != record.shard for s in shards):
+            shards.append(record)
+        if len(shards) >= max(self.shards, record.shards):
+            return self._emit_upto(record.round_id)
+        return ()
+
+    def next_tick(self, now: float) -> float | None:
+        if not self._first_seen:
+            return None
+        return min(self._first_seen.values()) + self.grace
+
+    def tick(self, now: float) -> Sequence[Record]:
+        due = [r for r, t in self._first_seen.items() if t + self.grace <= now]
+        return self._emit_upto(max(due)) if due else ()
+
+    def finish(self, now: float) -> Sequence[Record]:
+        return self._emit_upto(max(self._pending)) if self._pending else ()
+
+    def _emit_upto(self, round_id: int) -> list[Record]:
+        out: list[Record] = []
+        for rid in sorted(r for r in self._pending if r <= round_id):
+            shards = self._pending.pop(rid)
+            del self._first_seen[rid]
+            expected = max(self.shards, *(s.shards for s in shards))
+            rnd = merge(rid, shards, expected)
+            if rnd.missing_shards:
+                self.meter.inc(TREE_MISSING_SHARDS, len(rnd.missing_shards))
+            out.append(rnd)
+        self._emitted_upto = round_id
+        return out

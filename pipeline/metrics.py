@@ -1,0 +1,133 @@
+"""Prometheus metrics: the Meter stage processes count through, and the node's endpoint.
+
+Under ``procsmith run`` every stage process writes its values to files in
+``$PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode) and the supervisor
+serves them all, summed, on one port. prometheus-client picks multiprocess mode when it is
+first imported, so the supervisor sets that variable before anything imports this module.
+"""
+
+from __future__ import annotations
+
+import http.server
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from pipeline.catalog import CATALOG
+from pipeline.config import parse_addr
+from pipeline.meter import check_labels
+
+_Metric = Counter | Gauge | Histogram
+
+
+def multiprocess_active() -> bool:
+    from prometheus_client import values  # noqa: PLC0415
+
+    return getattr(values.ValueClass, "_multiprocess", False) is True
+
+
+class PromMeter:
+    """A Meter whose metrics are created on first use, in the process that uses them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._metrics: dict[str, _Metric] = {}
+
+    def _get(self, name: str, labels: dict[str, str]) -> Any:
+        check_labels(name, labels)
+        metric = self._metrics.get(name)
+        if metric is None:
+            spec = CATALOG[name]
+            if spec.type == "counter":
+                metric = Counter(
+                    name.removesuffix("_total"), spec.help, spec.labels, registry=self.registry
+                )
+            elif spec.type == "gauge":
+                metric = Gauge(
+                    name,
+                    spec.help,
+                    spec.labels,
+                    registry=self.registry,
+                    multiprocess_mode=spec.mode,  # type: ignore[arg-type]
+                )
+            else:
+                metric = Histogram(name, spec.help, spec.labels, registry=self.registry)
+            self._metrics[name] = metric
+        return metric.labels(**labels) if labels else metric
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        self._get(name, labels).inc(amount)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self._get(name, labels).set(value)
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        self._get(name, labels).observe(value)
+
+
+def node_registry(multiproc_dir: str, *extra: Collector) -> CollectorRegistry:
+    """Every stage process's metrics, combined, plus the supervisor's own collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+    for collector in extra:
+        registry.register(collector)
+    return registry
+
+
+def mark_process_dead(multiproc_dir: str, pid: int) -> None:
+    """Forget a dead process's live gauges (its counters keep counting in the totals)."""
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(pid, path=multiproc_dir)  # type: ignore[no-untyped-call]
+
+
+def sample_value(registry: CollectorRegistry, name: str) -> float | None:
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
+
+
+HealthCheck = Callable[[], tuple[bool, list[str]]]
+
+
+def handler_class(
+    registry: CollectorRegistry, health: HealthCheck
+) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = 2.0  # a client that does not send its request in time is dropped
+        server_version = "procsmith"
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == "/metrics":
+                self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
+            elif self.path.split("?")[0] in ("/healthz", "/health"):
+                ok, problems = health()
+                body = ("ok\n" if ok else "".join(p + "\n" for p in problems)).encode()
+                self._send(200 if ok else 503, body, "text/plain")
+            else:
+                self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes every few seconds are not news
+
+    return Handler
+
+
+def serve_in_thread(addr: str, registry: CollectorRegistry) -> None:
+    """A single stage run on its own (``procsmith stage --metrics-addr``) serves itself."""
+    from prometheus_client import start_http_server  # noqa: PLC0415
+
+    host, port = parse_addr(addr)
+    start_http_server(port, host, registry=registry)

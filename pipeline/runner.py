@@ -1,0 +1,210 @@
+"""The loop every stage process runs, written once.
+
+receive → decode → ``stage.handle`` → encode → send without blocking → publish on the tap →
+count; plus the stage's timers (``next_tick``/``tick``) and the stop signals. A source (scan)
+is a stage without an input; a sink (enforce) one without routes. On SIGTERM/SIGINT the stage
+finishes what it is doing, drains what is already queued for it (bounded by
+``transport.drain``), emits what it still holds, and closes its sockets with LINGER.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+
+import msgspec
+import zmq
+
+from pipeline import exitcodes
+from pipeline.catalog import RECORDS_DROPPED, RECORDS_IN, RECORDS_OUT, RECORDS_REFUSED
+from pipeline.config import Config
+from pipeline.meter import Meter
+from pipeline.metrics import PromMeter, serve_in_thread
+from pipeline.schema import Record
+from pipeline.signals import STOP_SIGNALS, SignalInbox
+from pipeline.stage import Stage
+from pipeline.transport import Codec, Endpoints, ensure_run_dir, open_socket
+from pipeline.wiring import WIRING, StageWiring, binder_of, binders, build_stage, replicas
+
+log = logging.getLogger("procsmith.runner")
+
+RECEIVE_BATCH = 256  # frames taken per wake-up before timers get a look in
+PEER_WAIT = 1.0  # at start, how long to wait for the next stages to be connected
+_LOG_EVERY = 1000  # of a run of refused frames, log the first and every 1000th
+
+
+class StageLoop:
+    def __init__(
+        self,
+        wiring: StageWiring,
+        *,
+        instance: int,
+        stage: Stage,
+        meter: Meter,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        endpoints: Endpoints,
+        config: Config,
+    ) -> None:
+        self.name = wiring.name
+        self.stage = stage
+        self.meter = meter
+        self.codec = Codec()
+        self.drain_budget = config.transport.drain
+        self.topic = f"{wiring.name}/{instance}".encode()
+        self._refused = 0
+        self.sockets: list[zmq.Socket[bytes]] = []
+
+        def sock(kind: int, endpoint: str, bind: bool) -> zmq.Socket[bytes]:
+            addr = endpoints.bind(endpoint) if bind else endpoints.connect(endpoint)
+            s = open_socket(ctx, kind, addr, bind=bind, config=config.transport)
+            self.sockets.append(s)
+            return s
+
+        self.input = None
+        if wiring.input is not None:
+            self.input = sock(zmq.PULL, wiring.input, bind=not wiring.scaled)
+        by_endpoint = {
+            ep: sock(zmq.PUSH, ep, bind=binder_of(ep) == wiring.name)
+            for ep in sorted(set(wiring.routes.values()))
+        }
+        self.routes = {kind: by_endpoint[ep] for kind, ep in wiring.routes.items()}
+        self.tap = sock(zmq.PUB, "tap-in", bind=False)
+
+    def wait_for_peers(self, inbox: SignalInbox, budget: float = PEER_WAIT) -> None:
+        """Give output connections a moment to complete, so the first round is not dropped
+        only because the next stage's socket was still being connected (bounded: a peer
+        that is really down is what drops and D7 are for)."""
+        pending = {s for s in self.routes.values()}
+        deadline = time.monotonic() + budget
+        while pending and time.monotonic() < deadline:
+            poller = zmq.Poller()
+            for s in pending:
+                poller.register(s, zmq.POLLOUT)
+            poller.register(inbox.fd, zmq.POLLIN)
+            events = dict(poller.poll(int((deadline - time.monotonic()) * 1000) + 1))
+            if inbox.fd in events:
+                return  # a signal: let run() see it
+            pending -= {s for s in pending if s in events}
+
+    def run(self, inbox: SignalInbox) -> None:
+        self.wait_for_peers(inbox)
+        poller = zmq.Poller()
+        if self.input is not None:
+            poller.register(self.input, zmq.POLLIN)
+        poller.register(inbox.fd, zmq.POLLIN)
+        while True:
+            now = time.time()
+            due = self.stage.next_tick(now)
+            if due is not None and due <= now:
+                self.emit(self.stage.tick(now))
+                continue
+            timeout = None if due is None else max(1, int((due - now) * 1000) + 1)
+            events = dict(poller.poll(timeout))
+            if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
+                break
+            if self.input is not None and self.input in events:
+                self.receive(RECEIVE_BATCH)
+        self.drain()
+
+    def receive(self, limit: int) -> int:
+        """Take up to ``limit`` frames that are already queued; returns how many."""
+        assert self.input is not None  # noqa: S101
+        for taken in range(limit):
+            try:
+                frame = self.input.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return taken
+            self.accept(frame)
+        return limit
+
+    def accept(self, frame: bytes) -> None:
+        self.meter.inc(RECORDS_IN, stage=self.name)
+        try:
+            record = self.codec.decode(frame)
+        except msgspec.DecodeError as err:
+            self.refuse("malformed", f"{len(frame)}-byte frame: {err}")
+            return
+        if not isinstance(record, self.stage.accepts):
+            self.refuse("unexpected", f"a {type(record).__name__} record")
+            return
+        self.emit(self.stage.handle(record, time.time()))
+
+    def refuse(self, reason: str, what: str) -> None:
+        self.meter.inc(RECORDS_REFUSED, stage=self.name, reason=reason)
+        if self._refused % _LOG_EVERY == 0:
+            log.warning(
+                "%s: dropped %s (%s; %d so far)", self.name, what, reason, self._refused + 1
+            )
+        self._refused += 1
+
+    def emit(self, records: Sequence[Record]) -> None:
+        now = time.time()
+        for record in records:
+            payload = self.codec.encode(record)
+            out = self.routes.get(type(record))
+            if out is not None:
+                try:
+                    out.send(payload, zmq.NOBLOCK)
+                except zmq.Again:
+                    self.meter.inc(RECORDS_DROPPED, stage=self.name)
+                    self.stage.dropped(record, now)
+                else:
+                    self.meter.inc(RECORDS_OUT, stage=self.name)
+                    self.stage.sent(record, now)
+            # PUB never blocks: with no subscriber, or a slow one, the frame is dropped.
+            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK)
+
+    def drain(self) -> None:
+        """Handle what is already queued (bounded in time), then what the stage holds."""
+        deadline = time.monotonic() + self.drain_budget
+        while self.input is not None and time.monotonic() < deadline:
+            if not self.receive(16):
+                break
+        self.emit(self.stage.finish(time.time()))
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()  # LINGER was set on each: queued frames get that long to leave
+        self.stage.close()
+
+
+def run_stage(
+    name: str,
+    config: Config,
+    index: int = 0,
+    count: int | None = None,
+    *,
+    metrics_addr: str | None = None,
+    inbox: SignalInbox | None = None,
+) -> int:
+    """Run one stage process until SIGTERM/SIGINT; returns its exit code."""
+    wiring = WIRING[name]
+    count = count if count is not None else replicas(name, config)
+    inbox = inbox if inbox is not None else SignalInbox()
+    meter = PromMeter()
+    if metrics_addr:
+        serve_in_thread(metrics_addr, meter.registry)
+    endpoints = Endpoints(config.transport, binders())
+    if config.transport.kind == "ipc":
+        ensure_run_dir(endpoints.run_dir)
+    stage = build_stage(name, config, meter, index, count)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    loop = StageLoop(
+        wiring,
+        instance=index,
+        stage=stage,
+        meter=meter,
+        ctx=ctx,
+        endpoints=endpoints,
+        config=config,
+    )
+    log.info("%s %d/%d running (pid %d)", name, index, count, os.getpid())
+    try:
+        loop.run(inbox)
+    finally:
+        loop.close()
+        ctx.term()
+    log.info("%s %d/%d stopped", name, index, count)
+    return exitcodes.OK

@@ -1,0 +1,43 @@
+"""What the runner drives: a stage's logic, with no sockets and no signals.
+
+A stage receives records through ``handle`` and returns the records it emits. Sources (scan)
+and stages with deadlines (tree) also say when they next want to run (``next_tick``) and what
+they emit then (``tick``). The runner reports the fate of every emitted record: ``sent`` when
+the next stage's queue took it, ``dropped`` when it was full (D7 depends on the difference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from pipeline.schema import Record
+
+
+class Stage:
+    # The record types this stage takes; anything else arriving on its socket is counted
+    # and dropped by the runner.
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def handle(self, record: Record, now: float) -> Sequence[Record]:
+        raise TypeError(f"{type(self).__name__} does not take {type(record).__name__}")
+
+    def next_tick(self, now: float) -> float | None:
+        """Wall-clock time at which ``tick`` is due, or ``None`` for never."""
+        return None
+
+    def tick(self, now: float) -> Sequence[Record]:
+        return ()
+
+    def sent(self, record: Record, now: float) -> None:
+        """``record`` was accepted by the next stage's queue."""
+
+    def dropped(self, record: Record, now: float) -> None:
+        """``record`` was refused: the next stage's queue is full (or no stage is there)."""
+
+    def finish(self, now: float) -> Sequence[Record]:
+        """What the stage still holds when it stops (after its input is drained)."""
+        return ()
+
+    def close(self) -> None:
+        """Release files and the like; called once, when the stage stops."""

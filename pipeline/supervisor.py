@@ -1,0 +1,261 @@
+"""``procsmith run``: every stage of the pipeline as a child process of this one.
+
+The supervisor is single-threaded: one ``select`` loop over the signal pipe and the metrics
+socket. Children are forked after the heavy modules are imported, so they share those pages,
+and they never unwind back into this code. A dead child is restarted after a back-off that
+doubles with each recent crash; ``supervisor.crash_limit`` crashes within
+``supervisor.crash_window`` is a crash loop, and the supervisor stops everything and exits 1.
+On SIGTERM/SIGINT it stops the stages producers-first, so each can drain what its upstream
+sent, and kills whatever is left when ``supervisor.stop_timeout`` runs out.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import http.server
+import logging
+import os
+import selectors
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import exitcodes
+from pipeline.config import Config, parse_addr
+from pipeline.signals import SignalInbox
+from pipeline.transport import Endpoints, ensure_run_dir
+from pipeline.wiring import START_ORDER, STOP_ORDER, binders, replicas
+
+log = logging.getLogger("procsmith.supervisor")
+
+TAPHUB = "taphub"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when first imported
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+@dataclass
+class Child:
+    name: str
+    index: int
+    count: int
+    pid: int | None = None
+    started: float = 0.0
+    due: float = 0.0  # when to start it (again)
+    restarts: int = 0
+    crashes: collections.deque[float] = field(default_factory=collections.deque)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.index}"
+
+
+class CrashLoop(Exception):
+    pass
+
+
+class Supervisor:
+    def __init__(self, config: Config, metrics_addr: str | None = None) -> None:
+        self.config = config
+        self.metrics_addr = metrics_addr or config.supervisor.metrics_addr
+        self.run_dir = Endpoints(config.transport, binders()).run_dir
+        self.metrics_dir = self.run_dir / "metrics"
+        self.children = [Child(TAPHUB, 0, 1)] + [
+            Child(name, k, replicas(name, config))
+            for name in START_ORDER
+            for k in range(replicas(name, config))
+        ]
+        self.started = time.time()
+        self.stopping = False
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Run and metrics directories, multiprocess metrics, the heavy imports."""
+        ensure_run_dir(self.run_dir)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(mode=0o700)
+        os.environ[MULTIPROC_ENV] = str(self.metrics_dir)
+        # Imported now, after the variable is set (prometheus-client reads it at import) and
+        # before the first fork, so every child shares these modules' pages.
+        import pipeline.runner  # noqa: PLC0415
+        import pipeline.tap  # noqa: F401, PLC0415
+        import stages.classify  # noqa: PLC0415
+        import stages.enforce  # noqa: PLC0415
+        import stages.filter  # noqa: PLC0415
+        import stages.match  # noqa: PLC0415
+        import stages.scan  # noqa: PLC0415
+        import stages.tree  # noqa: F401, PLC0415
+        from pipeline.metrics import multiprocess_active  # noqa: PLC0415
+
+        if not multiprocess_active():
+            raise RuntimeError("prometheus_client was imported before the supervisor set it up")
+
+    def serve(self) -> http.server.HTTPServer:
+        from pipeline.health import NodeCollector, health_check  # noqa: PLC0415
+        from pipeline.metrics import handler_class, node_registry  # noqa: PLC0415
+
+        registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
+        check = health_check(self, registry)
+        server = http.server.HTTPServer(
+            parse_addr(self.metrics_addr), handler_class(registry, check)
+        )
+        host, port = str(server.server_address[0]), int(server.server_address[1])
+        log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
+        (self.run_dir / "metrics.addr").write_text(f"{host}:{port}\n")
+        return server
+
+    # -- children -------------------------------------------------------------------------
+
+    def spawn(self, child: Child, close_fds: list[int]) -> None:
+        pid = os.fork()
+        if pid:
+            child.pid, child.started = pid, time.time()
+            log.info("started %s (pid %d)", child.label, pid)
+            return
+        code = exitcodes.FAILURE
+        try:
+            code = self._child_main(child, close_fds)
+        except BaseException:
+            log.exception("%s failed", child.label)
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _child_main(self, child: Child, close_fds: list[int]) -> int:
+        import ctypes  # noqa: PLC0415
+
+        parent = os.getppid()
+        # If the supervisor dies (even by SIGKILL), the kernel sends the child SIGTERM.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # `ps -o comm`, `top` and our own scanner see which stage this is.
+        libc.prctl(_PR_SET_NAME, f"ps:{child.label}".encode()[:15])
+        if os.getppid() != parent:
+            return exitcodes.FAILURE
+        for fd in close_fds:
+            os.close(fd)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # Ctrl-C reaches the whole process group; only the supervisor acts on it, and stops
+        # the children in order with SIGTERM.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        inbox = SignalInbox((signal.SIGTERM,))
+        if child.name == TAPHUB:
+            from pipeline.tap import run_taphub  # noqa: PLC0415
+
+            return run_taphub(self.config, inbox)
+        from pipeline.runner import run_stage  # noqa: PLC0415
+
+        return run_stage(child.name, self.config, child.index, child.count, inbox=inbox)
+
+    def reap(self) -> None:
+        from pipeline.metrics import mark_process_dead  # noqa: PLC0415
+
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = next((c for c in self.children if c.pid == pid), None)
+            mark_process_dead(str(self.metrics_dir), pid)
+            if child is None:
+                continue
+            child.pid = None
+            how = _describe(status)
+            if self.stopping:
+                log.info("%s stopped (%s)", child.label, how)
+                continue
+            now = time.time()
+            child.crashes.append(now)
+            while child.crashes and child.crashes[0] < now - self.config.supervisor.crash_window:
+                child.crashes.popleft()
+            if len(child.crashes) >= self.config.supervisor.crash_limit:
+                raise CrashLoop(
+                    f"{child.label} died {len(child.crashes)} times within "
+                    f"{self.config.supervisor.crash_window:g}s (last: {how}); giving up"
+                )
+            s = self.config.supervisor
+            delay = min(s.backoff_max, s.backoff_initial * 2 ** (len(child.crashes) - 1))
+            child.due = now + delay
+            log.warning("%s died (%s); restarting in %.1fs", child.label, how, delay)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.prepare()
+        server = self.serve()
+        inbox = SignalInbox((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
+        sel = selectors.DefaultSelector()
+        sel.register(inbox.fd, selectors.EVENT_READ)
+        sel.register(server.socket, selectors.EVENT_READ)
+        inherited = [inbox.fd, server.socket.fileno()]
+        code = exitcodes.OK
+        try:
+            while True:
+                now = time.time()
+                for child in self.children:
+                    if child.pid is None and child.due <= now:
+                        if child.started:
+                            child.restarts += 1
+                        self.spawn(child, inherited)
+                waiting = [c.due for c in self.children if c.pid is None]
+                timeout = max(0.0, min(waiting) - time.time()) if waiting else 1.0
+                for key, _ in sel.select(min(timeout, 1.0)):
+                    if key.fileobj is server.socket:
+                        server.handle_request()
+                got = inbox.take()
+                self.reap()
+                if signal.SIGTERM in got or signal.SIGINT in got:
+                    log.info("stopping on %s", signal.Signals(got[-1]).name)
+                    break
+        except CrashLoop as err:
+            log.error("crash loop: %s", err)
+            code = exitcodes.FAILURE
+        finally:
+            self.stop()
+            sel.close()
+            server.server_close()
+            inbox.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return code
+
+    def stop(self) -> None:
+        """SIGTERM producers first, wave by wave; SIGKILL what outlives the timeout."""
+        self.stopping = True
+        deadline = time.monotonic() + self.config.supervisor.stop_timeout
+        for wave in (*STOP_ORDER, TAPHUB):
+            members = [c for c in self.children if c.name == wave and c.pid is not None]
+            for c in members:
+                _signal(c.pid, signal.SIGTERM)
+            while any(c.pid is not None for c in members) and time.monotonic() < deadline:
+                time.sleep(0.01)
+                self.reap()
+        for c in self.children:
+            if c.pid is not None:
+                log.warning("%s did not stop in time; killing it", c.label)
+                _signal(c.pid, signal.SIGKILL)
+        while any(c.pid is not None for c in self.children):
+            self.reap()
+            time.sleep(0.01)
+
+
+def _signal(pid: int | None, signum: int) -> None:
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):  # already gone; reap() will hear of it
+            os.kill(pid, signum)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def metrics_addr_of(run_dir: Path) -> str:
+    """Where a running supervisor serves metrics (it writes this file when it starts)."""
+    return (run_dir / "metrics.addr").read_text().strip()

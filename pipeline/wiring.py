@@ -1,0 +1,101 @@
+"""The shape of the pipeline: which stage reads which endpoint and where its records go.
+
+    scan (N) -ShardScan-> tree -Round-> classify -Workloads-> filter -Process-> match (M)
+    match -Finding-> enforce;  match -Judged-> filter (the verdict acknowledges the process)
+
+Stable stages bind their input; scaled stages connect everything, so the endpoint feeding a
+scaled stage (``match``) is bound by its one producer. Records are routed by type, which is how
+match sends findings on to enforce and verdicts back to filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import Config
+from pipeline.meter import Meter
+from pipeline.schema import Finding, Judged, Process, Round, ShardScan, Workloads
+from pipeline.stage import Stage
+
+
+@dataclass(frozen=True)
+class StageWiring:
+    name: str
+    input: str | None  # the endpoint it pulls from; None for a source
+    routes: dict[type, str]  # record type → endpoint it is pushed to
+    scaled: bool = False
+
+
+WIRING: dict[str, StageWiring] = {
+    w.name: w
+    for w in (
+        StageWiring("scan", None, {ShardScan: "tree"}, scaled=True),
+        StageWiring("tree", "tree", {Round: "classify"}),
+        StageWiring("classify", "classify", {Workloads: "filter"}),
+        StageWiring("filter", "filter", {Process: "match"}),
+        StageWiring("match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True),
+        StageWiring("enforce", "enforce", {}),
+    )
+}
+STAGE_NAMES = tuple(WIRING)
+# Start order: consumers before producers, so the first round finds its peers.
+START_ORDER = ("enforce", "match", "filter", "classify", "tree", "scan")
+# Stop order: producers first, so each stage can drain what its upstream sent.
+STOP_ORDER = tuple(reversed(START_ORDER))
+
+
+def binder_of(endpoint: str) -> str:
+    """The stage that binds ``endpoint``: its consumer, unless the consumer is scaled."""
+    consumer = WIRING[endpoint]
+    if not consumer.scaled:
+        return endpoint
+    producers = [w.name for w in WIRING.values() if endpoint in w.routes.values()]
+    assert len(producers) == 1 and not WIRING[producers[0]].scaled, endpoint  # noqa: S101
+    return producers[0]
+
+
+def binders() -> dict[str, str]:
+    """endpoint → the process that binds it (the tap hub binds both tap endpoints)."""
+    found = {name: binder_of(name) for name in WIRING if WIRING[name].input is not None}
+    return {**found, "tap-in": "taphub", "tap-out": "taphub"}
+
+
+def replicas(name: str, config: Config) -> int:
+    if name == "scan":
+        return config.scan.shards
+    if name == "match":
+        return config.match.replicas
+    return 1
+
+
+def build_stage(name: str, config: Config, meter: Meter, index: int, count: int) -> Stage:
+    """The logic object of one stage process (``index`` of ``count`` replicas)."""
+    # Imported here so that `procsmith tap` and the supervisor's own code stay light.
+    from stages import classify, enforce, filter, match, scan, tree  # noqa: PLC0415
+
+    if name == "scan":
+        reader = scan.ShardReader(
+            config.proc_root,
+            meter,
+            shard=index,
+            shards=count,
+            cmdline_max_bytes=config.scan.cmdline_max_bytes,
+            environ_max_bytes=config.scan.environ_max_bytes,
+        )
+        return scan.ScanStage(reader, config.scan.interval)
+    if name == "tree":
+        return tree.TreeStage(config.scan.shards, config.tree.grace, config.scan.interval, meter)
+    if name == "classify":
+        return classify.ClassifyStage(meter)
+    if name == "filter":
+        return filter.FilterStage(
+            filter.SeenFilter(config.filter.lru_size, meter),
+            meter,
+            ack_timeout=config.filter.ack_timeout,
+            max_attempts=config.filter.max_attempts,
+        )
+    if name == "match":
+        return match.MatchStage(config, meter)
+    if name == "enforce":
+        return enforce.EnforceStage(config, meter)
+    raise KeyError(f"no stage named {name!r}; stages are {', '.join(STAGE_NAMES)}")
