@@ -43,7 +43,10 @@ def reference_hash(pid: int, ppid: int, starttime: int) -> int:
 class FakeProcfs:
     """Builds a procfs tree under ``root``; ``add`` writes one process."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, atomic: bool = False) -> None:
+        # atomic: a new process appears all at once (written aside, then renamed into place),
+        # so a pipeline scanning this tree meanwhile never sees it half-written.
+        self.atomic = atomic
         self.root = root
         self.bin = root.parent / "bin"
         root.mkdir(parents=True, exist_ok=True)
@@ -69,7 +72,8 @@ class FakeProcfs:
     ) -> Path:
         """One process. ``stat``/bytes arguments are written verbatim (for malformed input);
         ``exe=None`` leaves no exe link, as for a kernel thread."""
-        d = self.root / str(pid)
+        final = self.root / str(pid)
+        d = self.root / f".new-{pid}" if self.atomic and not final.exists() else final
         d.mkdir(exist_ok=True)
         if stat is None:
             if comm is None:
@@ -84,11 +88,15 @@ class FakeProcfs:
         (d / "cmdline").write_bytes(raw_cmd)
         raw_env = env if isinstance(env, bytes) else env_bytes(env or {})
         (d / "environ").write_bytes(raw_env)
-        self.set_exe(pid, exe)
-        return d
+        self._link_exe(d / "exe", exe)
+        if d != final:
+            d.rename(final)
+        return final
 
     def set_exe(self, pid: int, exe: str | None) -> None:
-        link = self.root / str(pid) / "exe"
+        self._link_exe(self.root / str(pid) / "exe", exe)
+
+    def _link_exe(self, link: Path, exe: str | None) -> None:
         if link.is_symlink() or link.exists():
             link.unlink()
         if exe is not None:

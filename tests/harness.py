@@ -1,0 +1,216 @@
+"""Real procsmith processes for integration tests: the supervised pipeline, stages started
+alone, and the tap, each a subprocess; metrics read from the real endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+# Fast rounds for tests; every test can override any key.
+FAST = {
+    "PROCSMITH_SCAN__INTERVAL": "200ms",
+    "PROCSMITH_TREE__GRACE": "150ms",
+    "PROCSMITH_SUPERVISOR__BACKOFF_INITIAL": "100ms",
+    "PROCSMITH_SUPERVISOR__BACKOFF_MAX": "1s",
+}
+
+
+def wait_until(
+    what: str, cond: Callable[[], Any], timeout: float = 60.0, log: Path | None = None
+) -> Any:
+    """Poll ``cond`` until it returns something truthy; fail naming ``what`` (and the log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = cond()
+        if result:
+            return result
+        time.sleep(0.05)
+    tail = "" if log is None or not log.exists() else log.read_text()[-3000:]
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
+
+
+def short_run_dir() -> Path:
+    # Unix socket paths are limited to 107 bytes: pytest's tmp_path is too deep.
+    return Path(tempfile.mkdtemp(prefix="ps-", dir="/tmp"))
+
+
+def procsmith(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", *args]
+
+
+def stat_of(pid: int) -> tuple[int, str] | None:
+    """(ppid, comm) of a live process, read straight from procfs."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    close = raw.rfind(b")")
+    return int(raw[close + 2 :].split()[1]), raw[raw.find(b"(") + 1 : close].decode()
+
+
+def children_of(parent: int) -> dict[str, int]:
+    """The supervisor's children by stage label (their comm is ``ps:<stage>/<k>``)."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (st := stat_of(int(name))) and st[0] == parent:
+            found[st[1].removeprefix("ps:")] = int(name)
+    return found
+
+
+class Metrics:
+    def __init__(self, text: str) -> None:
+        self.samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                self.samples[(s.name, frozenset(s.labels.items()))] = s.value
+
+    def get(self, name: str, **labels: str) -> float:
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _ in self.samples)
+
+
+class Pipeline:
+    """``procsmith run`` on ``proc_root``; use as a context manager. Leaving checks that it
+    stops on SIGTERM with exit code 0 and leaves no child behind."""
+
+    def __init__(self, proc_root: Path | str, env: Mapping[str, str] | None = None) -> None:
+        self.proc_root = str(proc_root)
+        self.run_dir = short_run_dir()
+        self.log = self.run_dir / "log"
+        self.out = self.run_dir / "stdout"
+        self.env = {
+            **os.environ,
+            **FAST,
+            "PROCSMITH_TRANSPORT__RUN_DIR": str(self.run_dir),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.child_pids: set[int] = set()
+
+    def start(self) -> Pipeline:
+        with self.log.open("wb") as err, self.out.open("wb") as out:
+            self.proc = subprocess.Popen(
+                procsmith("run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"),
+                env=self.env,
+                stdout=out,
+                stderr=err,
+            )
+        wait_until("the metrics endpoint", (self.run_dir / "metrics.addr").exists, log=self.log)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"http://{(self.run_dir / 'metrics.addr').read_text().strip()}{path}"
+
+    def metrics(self) -> Metrics:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as r:  # noqa: S310
+            return Metrics(r.read().decode())
+
+    def health(self) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url("/healthz"), timeout=10) as r:  # noqa: S310
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def children(self) -> dict[str, int]:
+        kids = children_of(self.pid)
+        self.child_pids |= set(kids.values())
+        return kids
+
+    def child(self, label: str) -> int:
+        """The pid of one stage process, waiting for it (a fresh child names itself)."""
+        pid: int = wait_until(f"{label} to run", lambda: self.children().get(label), log=self.log)
+        return pid
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.children()
+        self.proc.send_signal(signum)
+        code = self.proc.wait(30)
+        return code
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        code = self.stop()
+        if exc[0] is None:
+            assert code == 0, self.log.read_text()[-3000:]
+            left = [p for p in self.child_pids if stat_of(p) is not None]
+            assert not left, f"children left behind: {left}"
+
+
+class Tap:
+    """``procsmith tap STAGE…`` collecting what it prints, in a thread."""
+
+    def __init__(self, env: Mapping[str, str], stages: Sequence[str] = ()) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            procsmith("tap", *stages), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert self.proc.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            with self._lock:
+                self.records.append(orjson.loads(line))
+
+    def of(self, stage: str, kind: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.records if r["stage"] == stage and kind in (None, r["type"])]
+
+    def judged(self) -> dict[int, dict[str, Any]]:
+        """pid → process record, of every process match has judged."""
+        return {
+            r["record"]["process"]["pid"]: r["record"]["process"]
+            for r in self.of("match", "judged")
+        }
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(5)
+
+    def __enter__(self) -> Tap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def tapping(pipeline: Pipeline, *stages: str) -> Iterator[Tap]:
+    """A tap that is known to be connected: it has seen classify's per-round record."""
+    with Tap(pipeline.env, (*stages, "classify")) as tap:
+        wait_until("the tap to connect", lambda: tap.of("classify"), log=pipeline.log)
+        yield tap
