@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from pipeline.schema import PROCESS_JSON_FIELDS, Process
+from pipeline.schema import PROCESS_JSON_FIELDS, Finding, Process
 
 
 def process_dict(proc: Process) -> dict[str, Any]:
@@ -21,3 +21,19 @@ def process_dict(proc: Process) -> dict[str, Any]:
 def process_line(proc: Process) -> bytes:
     """One process as a JSON line, newline included."""
     return orjson.dumps(process_dict(proc), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    """A finding (SPEC §3): the process record, then what matched and when."""
+    return {
+        "process": process_dict(finding.process),
+        "signature": finding.signature,
+        "level": finding.level,
+        "classifier": finding.classifier,
+        "time": finding.time,
+    }
+
+
+def finding_line(finding: Finding) -> bytes:
+    """One finding as a JSON line, newline included; ``time`` is RFC 3339."""
+    return orjson.dumps(finding_dict(finding), option=orjson.OPT_APPEND_NEWLINE)
