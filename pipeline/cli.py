@@ -13,6 +13,7 @@ import msgspec
 
 from pipeline import exitcodes
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.matchcli import add_commands as add_match_commands
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--proc-root", metavar="DIR", help="procfs root (default: config)")
     run = command("run", cmd_run, "the pipeline on this node, until SIGTERM or SIGINT")
     run.add_argument("--proc-root", metavar="DIR", help="procfs root (default: config)")
+    add_match_commands(sub)
     return parser
 
 
