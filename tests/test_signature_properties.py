@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import Config
 from stages.signatures import SignatureError, load_signatures
 from stages.signatures.agentsmith import parse_agent_smith
 from tests.sigfiles import one_signature, sig
@@ -116,3 +117,23 @@ def test_a_quoted_regexp_matches_its_text(text: str) -> None:
     raw = text.encode()
     assert [h.signature for h in signatures.judge_bytes(b"\x00\x01" + raw + b"\x02")] == ["re"]
     assert signatures.judge_bytes(b"\x00\x01" + raw[:-1] + b"\x02") == []
+
+
+_BUNDLED = load_signatures([Path(p) for p in Config().match.signatures])
+_ELF_HEAD = bytes.fromhex("7f454c46020101000000000000000000")  # ELF64, little-endian
+
+
+@_SETTINGS
+@given(st.binary(max_size=4096), st.booleans())
+def test_any_file_content_is_judged(data: bytes, elf_magic: bool) -> None:
+    """YARA-X parses whatever claims to be ELF; judging returns hits or nothing, never raises."""
+    hits = _BUNDLED.judge_bytes((_ELF_HEAD + data) if elf_magic else data)
+    assert all(h.signature for h in hits)
+
+
+@_SETTINGS
+@given(st.lists(st.text(max_size=40), max_size=6))
+def test_any_argv_is_judged(argv: list[str]) -> None:
+    """Any text, lone surrogates included, goes through the command-line rules."""
+    hits = _BUNDLED.judge_argv(argv)
+    assert all(h.classifier == "commandline" for h in hits)

@@ -63,6 +63,8 @@ def open_regular(path: str) -> tuple[int, Identity]:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as err:
         raise _refuse(err) from None
+    except ValueError:  # a NUL byte in the path
+        raise Unjudgeable("io_error", "invalid path") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -110,12 +110,13 @@ ALLOW_TEXT = "allow_text"
 BLOCK_TEXT = "block_text"
 
 
+# "surrogatepass": a string holding a lone surrogate still encodes (and never raises).
 def allow_text(argv: list[str]) -> bytes:
-    return ("[" + " ".join(argv) + "]").encode("utf-8", "surrogateescape")
+    return ("[" + " ".join(argv) + "]").encode("utf-8", "surrogatepass")
 
 
 def block_text(argv: list[str]) -> bytes:
-    return "|".join(argv).encode("utf-8", "surrogateescape")
+    return "|".join(argv).encode("utf-8", "surrogatepass")
 
 
 def allow_entry_rule(regexp: str, identifier: str) -> str:
@@ -135,7 +136,7 @@ def allow_any_rule(identifier: str, entries: list[str]) -> str:
 
 def blocklist_rule(binary: str, allow_identifier: str, identifier: str) -> str:
     """A rule true when the argv holds ``binary`` and the level's allowlist did not match."""
-    needle = text_literal(binary.encode("utf-8", "surrogateescape"))
+    needle = text_literal(binary.encode("utf-8", "surrogatepass"))
     return (
         f"rule {identifier} {{\n  condition:\n"
         f"    not {allow_identifier} and {BLOCK_TEXT} contains {needle}\n}}\n"
