@@ -85,8 +85,10 @@ class Enforcer:
                     raise PenaltyFailed("no_workspace")
                 supervisor = finding.process.workspace.pid
                 kill_confirmed(self.proc_root, supervisor, started_by(finding.process.starttime))
-            else:
+            elif action == "exec":
                 run_command(self.config.exec_command, line, self.config.exec_timeout)
+            else:
+                raise ValueError(f"unknown penalty {action!r}")
         except PenaltyFailed as err:
             self.meter.inc(ENFORCE_PENALTIES, action=action, result="failed")
             self.meter.inc(ENFORCE_PENALTY_FAILURES, action=action, reason=err.reason)

@@ -252,3 +252,12 @@ def test_patterns_cannot_inject_rules(tmp_path: Path, pattern: str) -> None:
             assert signatures.signature_count == 1
             assert sum(1 for _ in signatures.file_rules) == 1
             assert signatures.judge_bytes(data) == []
+
+
+def test_equal_levels_keep_file_order(tmp_path: Path) -> None:
+    yar = tmp_path / "a.yar"
+    yar.write_text('rule from_yara { strings: $a = "needle" condition: $a }')
+    json_file = one_signature(tmp_path / "b.json", sig("from_json", "needle"))
+    for paths, first in (([yar, json_file], "from_yara"), ([json_file, yar], "from_json")):
+        hits = load_signatures(paths).judge_bytes(b"a needle")
+        assert [h.signature for h in hits] == [first, ({"from_yara", "from_json"} - {first}).pop()]

@@ -81,8 +81,12 @@ class _Builder:
         self.argv.define_global(BLOCK_TEXT, b"")
         self.file_hits: dict[RuleKey, Hit] = {}
         self.argv_hits: dict[RuleKey, Hit] = {}
-        self.yara_namespaces: dict[str, str] = {}
+        self.yara_namespaces: dict[str, tuple[str, int]] = {}  # namespace: (path, index)
         self.order = 0
+
+    def start_file(self, index: int) -> None:
+        """Hits keep the order of the files, then of the rules within each file."""
+        self.order = index << 32
 
     def _next(self) -> int:
         self.order += 1
@@ -95,7 +99,9 @@ class _Builder:
             reason = _reason(_first_error(compiler, err))
             raise SignatureError(f"{where}: {field}: {reason}") from None
 
-    def add_agent_smith(self, parsed: SignatureFile, namespace: str) -> None:
+    def add_agent_smith(self, parsed: SignatureFile, index: int) -> None:
+        namespace = f"agentsmith_{index}"
+        self.start_file(index)
         self.files.new_namespace(namespace)
         for i, sig in enumerate(parsed.signatures):
             where = f"{parsed.path}: {sig.where}"
@@ -129,7 +135,8 @@ class _Builder:
                     binary, rules.level, CLASSIFIER_COMMANDLINE, self._next()
                 )
 
-    def add_yara(self, path: Path, data: bytes, namespace: str) -> None:
+    def add_yara(self, path: Path, data: bytes, index: int) -> None:
+        namespace = f"yara_{index}"
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -143,7 +150,7 @@ class _Builder:
             rules = _RULE_HEADER.findall("\n".join(text.splitlines()[:line]))
             rule = f"rule {rules[-1]!r}, " if rules else ""
             raise SignatureError(f"{path}: {rule}line {line}: {_reason(error)}") from None
-        self.yara_namespaces[namespace] = str(path)
+        self.yara_namespaces[namespace] = (str(path), index)
 
     def build(self, paths: tuple[str, ...]) -> SignatureSet:
         warnings = [
@@ -152,12 +159,14 @@ class _Builder:
             if w.get("code") == "slow_pattern" and w.get("labels")
         ]
         file_rules = self.files.build()
-        for rule in file_rules:
-            path = self.yara_namespaces.get(rule.namespace)
-            if path is not None:
-                self.file_hits[(rule.namespace, rule.identifier)] = _yara_hit(
-                    path, rule, self._next()
-                )
+        positions: dict[str, int] = {}
+        for rule in file_rules:  # in the order they were compiled
+            if rule.namespace not in self.yara_namespaces:
+                continue
+            path, index = self.yara_namespaces[rule.namespace]
+            positions[rule.namespace] = positions.get(rule.namespace, 0) + 1
+            order = (index << 32) + positions[rule.namespace]
+            self.file_hits[(rule.namespace, rule.identifier)] = _yara_hit(path, rule, order)
         return SignatureSet(
             file_rules, self.file_hits, self.argv.build(), self.argv_hits, paths, warnings
         )
@@ -180,7 +189,7 @@ def load_signatures(paths: Sequence[Path]) -> SignatureSet:
     for index, path in enumerate(paths):
         data = _read(path)
         if path.suffix.lower() in YARA_SUFFIXES:
-            builder.add_yara(path, data, f"yara_{index}")
+            builder.add_yara(path, data, index)
         else:
-            builder.add_agent_smith(parse_agent_smith(data, str(path)), f"agentsmith_{index}")
+            builder.add_agent_smith(parse_agent_smith(data, str(path)), index)
     return builder.build(tuple(str(p) for p in paths))
