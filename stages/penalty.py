@@ -37,7 +37,7 @@ class PenaltyFailed(Exception):
         self.reason = reason
 
 
-# Given the pid and its starttime now, why it is not the process to signal (or None).
+# Given the target's starttime now, why it is not the process to signal (or None).
 Confirm = Callable[[int], str | None]
 
 
