@@ -45,6 +45,16 @@ FILTER_GAVE_UP = "procsmith_filter_gave_up_total"
 STAGE_UP = "procsmith_stage_up"
 STAGE_RESTARTS = "procsmith_stage_restarts_total"
 
+# match and enforce (stages/match.py, stages/enforce.py)
+MATCH_EXE_SCANS = "procsmith_match_exe_scans_total"
+MATCH_CACHE = "procsmith_match_cache_total"
+MATCH_SKIPPED = "procsmith_match_skipped_total"
+MATCH_EXE_TRUNCATED = "procsmith_match_exe_truncated_total"
+MATCH_FINDINGS = "procsmith_match_findings_total"
+ENFORCE_PENALTIES = "procsmith_enforce_penalties_total"
+ENFORCE_PENALTY_FAILURES = "procsmith_enforce_penalty_failures_total"
+ENFORCE_WRITE_ERRORS = "procsmith_enforce_write_errors_total"
+
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -87,5 +97,38 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(
             STAGE_RESTARTS, "counter", "stage processes restarted by the supervisor", ("stage",)
         ),
+        # match and enforce
+        MetricSpec(MATCH_EXE_SCANS, "counter", "executables scanned with the signatures"),
+        MetricSpec(
+            MATCH_CACHE, "counter", "executable verdict cache lookups, by result", ("result",)
+        ),
+        MetricSpec(
+            MATCH_SKIPPED,
+            "counter",
+            "processes whose executable could not be judged, or that were gone, by reason",
+            ("reason",),
+        ),
+        MetricSpec(
+            MATCH_EXE_TRUNCATED, "counter", "executables judged only up to match.max_exe_bytes"
+        ),
+        MetricSpec(
+            MATCH_FINDINGS,
+            "counter",
+            "findings made, by level and classifier",
+            ("level", "classifier"),
+        ),
+        MetricSpec(
+            ENFORCE_PENALTIES,
+            "counter",
+            "penalties attempted, by action and result (ok or failed)",
+            ("action", "result"),
+        ),
+        MetricSpec(
+            ENFORCE_PENALTY_FAILURES,
+            "counter",
+            "penalties that failed, by action and reason",
+            ("action", "reason"),
+        ),
+        MetricSpec(ENFORCE_WRITE_ERRORS, "counter", "findings that could not be written out"),
     )
 }

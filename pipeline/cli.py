@@ -14,9 +14,10 @@ import msgspec
 
 from pipeline import exitcodes
 from pipeline.config import Config, ConfigError, load_config, parse_addr
+from pipeline.matchcli import add_commands as add_match_commands
 
-# Heavy modules (zmq, the stages) are imported inside the commands that need them, so
-# `procsmith --help` and `procsmith once` stay light.
+# Heavy modules (zmq, the stages, yara-x) are imported inside the commands that need
+# them, so `procsmith --help` and `procsmith once` stay light.
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -135,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--proc-root", metavar="DIR", help=proc_root_help)
     tap = command("tap", cmd_tap, "print what stages emit, as JSON lines, until interrupted")
     tap.add_argument("stages", nargs="*", metavar="STAGE", help="stages to watch (default: all)")
+    add_match_commands(sub)
     return parser
 
 

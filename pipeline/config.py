@@ -12,6 +12,7 @@ string otherwise (``1s``, ``/host/proc``).
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +27,10 @@ ENV_NOT_KEYS = frozenset({"PROCSMITH_CONFIG"})
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 ByteCount = Annotated[int, msgspec.Meta(ge=1, le=1 << 34)]
+
+# Where the bundled config/ lives: the default signatures are there, and relative paths of
+# a config that is only defaults are resolved against it.
+BUNDLED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 
 class Duration(float):
@@ -84,12 +89,6 @@ class FilterConfig(_Section, frozen=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
 
 
-class MatchConfig(_Section, frozen=True):
-    replicas: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
-    # An artificial pause per process, for back-pressure tests and benchmarks only.
-    delay: Duration = Duration(0.0)
-
-
 class TransportConfig(_Section, frozen=True):
     # ipc: Unix sockets in run_dir (mode 0700). tcp: stable stages bind bind_host:port and
     # the others connect to hosts[stage] (default: bind_host, or 127.0.0.1 for 0.0.0.0).
@@ -118,6 +117,63 @@ class SupervisorConfig(_Section, frozen=True):
     stop_timeout: Duration = Duration(4.0)
 
 
+class MatchConfig(_Section, frozen=True):
+    """Signature matching. ``signatures`` are agent-smith JSON or YARA (``.yar``) files; a
+    relative path is resolved against the config file's directory by ``load_config``.
+    ``delay`` is an artificial pause before each process is judged, for back-pressure tests
+    only: leave it at 0."""
+
+    signatures: list[str] = msgspec.field(
+        default_factory=lambda: [str(BUNDLED_CONFIG_DIR / "signatures.json")]
+    )
+    max_exe_bytes: ByteCount = 128 << 20
+    cache_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1024
+    scan_timeout: Duration = Duration(10.0)
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    delay: Duration = Duration(0.0)
+
+    def __post_init__(self) -> None:
+        if not self.signatures:
+            raise ValueError("match.signatures must name at least one signature file")
+        if self.scan_timeout < 1:
+            raise ValueError("match.scan_timeout must be at least 1s (YARA-X counts seconds)")
+
+
+# What enforce does with a finding of a level. "log" only writes it.
+Penalty = Literal["log", "kill-process", "kill-workspace", "exec"]
+
+
+class PenaltiesConfig(_Section, frozen=True):
+    very: Penalty = "log"
+    audit: Penalty = "log"
+    barely: Penalty = "log"
+
+
+class EnforceConfig(_Section, frozen=True):
+    """Where findings are written ("-" is stdout) and the penalty of each level.
+    ``exec`` runs ``exec_command`` (no shell) with the finding's JSON on its stdin."""
+
+    output: list[str] = msgspec.field(default_factory=lambda: ["-"])
+    penalties: PenaltiesConfig = msgspec.field(default_factory=PenaltiesConfig)
+    exec_command: list[str] = msgspec.field(default_factory=list)
+    exec_timeout: Duration = Duration(10.0)
+
+    def __post_init__(self) -> None:
+        exec_levels = [
+            level
+            for level in ("very", "audit", "barely")
+            if getattr(self.penalties, level) == "exec"
+        ]
+        if exec_levels and not self.exec_command:
+            raise ValueError(
+                f"enforce.penalties.{exec_levels[0]} is exec but enforce.exec_command is empty"
+            )
+        if self.exec_command and not self.exec_command[0]:
+            raise ValueError("enforce.exec_command[0] must name a program")
+        if len(set(self.output)) != len(self.output):
+            raise ValueError("enforce.output names the same output twice")
+
+
 class Config(_Section, frozen=True):
     proc_root: str = "/proc"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -125,6 +181,7 @@ class Config(_Section, frozen=True):
     tree: TreeConfig = msgspec.field(default_factory=TreeConfig)
     filter: FilterConfig = msgspec.field(default_factory=FilterConfig)
     match: MatchConfig = msgspec.field(default_factory=MatchConfig)
+    enforce: EnforceConfig = msgspec.field(default_factory=EnforceConfig)
     transport: TransportConfig = msgspec.field(default_factory=TransportConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
 
@@ -184,7 +241,15 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         config = msgspec.convert(data, Config, dec_hook=_decode_hook, strict=not applied)
     except msgspec.ValidationError as err:
         raise ConfigError(f"{source}: {err}") from None
-    return config
+    base = Path(os.path.abspath(path)).parent if path is not None else BUNDLED_CONFIG_DIR
+    return _resolve_signature_paths(config, base)
+
+
+def _resolve_signature_paths(config: Config, base: Path) -> Config:
+    """Signature paths relative to the config file's directory made absolute."""
+    signatures = [str(base / p) if not os.path.isabs(p) else p for p in config.match.signatures]
+    match = msgspec.structs.replace(config.match, signatures=signatures)
+    return msgspec.structs.replace(config, match=match)
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -197,4 +262,4 @@ def parse_addr(addr: str) -> tuple[str, int]:
 
 def bundled_config_path() -> Path:
     """``config/procsmith.toml`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parent.parent / "config" / "procsmith.toml"
+    return BUNDLED_CONFIG_DIR / "procsmith.toml"

@@ -21,6 +21,7 @@ def process_dict(proc: Process) -> dict[str, Any]:
 
 
 def finding_dict(finding: Finding) -> dict[str, Any]:
+    """A finding (SPEC §3): the process record, then what matched and when."""
     return {
         "process": process_dict(finding.process),
         "signature": finding.signature,
@@ -61,3 +62,8 @@ def tap_line(stage: str, record: Record) -> bytes:
     """What ``procsmith tap`` prints: the emitting stage, the record's type and the record."""
     kind = type(record).__struct_config__.tag
     return orjson.dumps({"stage": stage, "type": kind, "record": record_dict(record)}, option=_LINE)
+
+
+def finding_line(finding: Finding) -> bytes:
+    """One finding as a JSON line, newline included; ``time`` is RFC 3339."""
+    return orjson.dumps(finding_dict(finding), option=_LINE)

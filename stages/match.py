@@ -1,26 +1,158 @@
-"""The match stage's logic. (Placeholder until signature matching lands: every process is
-judged clean, after the configured artificial delay.)"""
+"""The match stage's logic: judge a new process by its executable and its command line.
+
+    matcher = Matcher(load_signatures(paths), meter, max_exe_bytes=..., cache_size=...)
+    records = matcher.judge(proc)  # [Judged] or [Finding, Judged]
+
+The executable is read through ``<proc_root>/<pid>/exe``; its verdict is cached by
+(device, inode, size, mtime), so many processes of one binary cost one scan. Command-line
+rules are applied to every process (they do not depend on the executable). Before anything
+is reported the pid's starttime is read again: a pid that now names another process
+(``reused``) or none (``vanished``) gets no finding.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
 
+from pipeline.catalog import (
+    MATCH_CACHE,
+    MATCH_EXE_SCANS,
+    MATCH_EXE_TRUNCATED,
+    MATCH_FINDINGS,
+    MATCH_SKIPPED,
+)
 from pipeline.config import Config
 from pipeline.meter import Meter
-from pipeline.schema import Judged, Process, Record
+from pipeline.schema import Finding, Judged, Process, Record
 from pipeline.stage import Stage
+from stages.pidcheck import still_same
+from stages.signatures import (
+    Hit,
+    Identity,
+    SignatureSet,
+    Unjudgeable,
+    load_signatures,
+    most_severe_first,
+)
+from stages.signatures.exefile import open_regular, read_prefix
+
+# Why an executable could not be judged, as the Judged outcome says it.
+_OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
+
+
+class Verdict(NamedTuple):
+    """What the signatures said of one executable; ``problem`` when they could not say."""
+
+    hits: tuple[Hit, ...]
+    problem: str | None = None
+
+
+class Matcher:
+    """Judges processes; keeps an LRU of executable verdicts.
+
+    ``delay`` (seconds) is an artificial pause before each process, for back-pressure tests.
+    """
+
+    def __init__(
+        self,
+        signatures: SignatureSet,
+        meter: Meter,
+        *,
+        max_exe_bytes: int,
+        cache_size: int,
+        scan_timeout: float = 10.0,
+        delay: float = 0.0,
+    ) -> None:
+        if cache_size < 1 or max_exe_bytes < 1:
+            raise ValueError("cache_size and max_exe_bytes must be at least 1")
+        self.signatures = signatures
+        self.signatures.set_timeout(scan_timeout)
+        self.meter = meter
+        self.max_exe_bytes = max_exe_bytes
+        self.cache_size = cache_size
+        self.delay = delay
+        self._verdicts: OrderedDict[Identity, Verdict] = OrderedDict()
+
+    def judge(self, proc: Process) -> list[Record]:
+        if self.delay > 0:
+            time.sleep(self.delay)
+        verdict = self._judge_executable(proc.path)
+        hits = most_severe_first([*verdict.hits, *self.signatures.judge_argv(proc.cmdline)])
+        gone = still_same(os.path.dirname(proc.path), proc.starttime)
+        if gone is not None:
+            # Nothing is said of a pid that may now be someone else.
+            self.meter.inc(MATCH_SKIPPED, reason=gone)
+            return [Judged(proc, gone if gone in ("vanished", "reused") else "error")]
+        # The pid is still ours, so an executable that "vanished" is one it never had.
+        problem = "kernel" if verdict.problem == "vanished" else verdict.problem
+        if problem is not None:
+            self.meter.inc(MATCH_SKIPPED, reason=problem)
+        if hits:
+            top = hits[0]
+            self.meter.inc(MATCH_FINDINGS, level=top.level, classifier=top.classifier)
+            finding = Finding(proc, top.signature, top.level, top.classifier, datetime.now(UTC))
+            return [finding, Judged(proc, "finding")]
+        outcome = "clean" if problem is None else _OUTCOME_OF_PROBLEM.get(problem, "error")
+        return [Judged(proc, outcome)]
+
+    def _judge_executable(self, path: str) -> Verdict:
+        try:
+            fd, identity = open_regular(path)
+        except Unjudgeable as err:
+            return Verdict((), err.reason)
+        try:
+            cached = self._verdicts.get(identity)
+            if cached is not None:
+                self._verdicts.move_to_end(identity)
+                self.meter.inc(MATCH_CACHE, result="hit")
+                return cached
+            self.meter.inc(MATCH_CACHE, result="miss")
+            verdict = self._scan(fd, identity)
+        finally:
+            os.close(fd)
+        if verdict.problem in (None, "timeout"):
+            # A timeout is remembered too: 500 copies of a hostile binary cost one timeout.
+            self._remember(identity, verdict)
+        return verdict
+
+    def _scan(self, fd: int, identity: Identity) -> Verdict:
+        try:
+            data, truncated = read_prefix(fd, identity.size, self.max_exe_bytes)
+            if truncated:
+                self.meter.inc(MATCH_EXE_TRUNCATED)
+            self.meter.inc(MATCH_EXE_SCANS)
+            return Verdict(tuple(self.signatures.judge_bytes(data)))
+        except Unjudgeable as err:
+            return Verdict((), err.reason)
+
+    def _remember(self, identity: Identity, verdict: Verdict) -> None:
+        self._verdicts[identity] = verdict
+        if len(self._verdicts) > self.cache_size:
+            self._verdicts.popitem(last=False)
 
 
 class MatchStage(Stage):
+    """The runner's face of a Matcher: a process in, its verdict (and any finding) out."""
+
     accepts = (Process,)
 
     def __init__(self, config: Config, meter: Meter) -> None:
-        self.delay = config.match.delay
-        self.meter = meter
+        m = config.match
+        self.matcher = Matcher(
+            load_signatures([Path(p) for p in m.signatures]),
+            meter,
+            max_exe_bytes=m.max_exe_bytes,
+            cache_size=m.cache_size,
+            scan_timeout=m.scan_timeout,
+            delay=m.delay,
+        )
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Process)  # noqa: S101 - the runner checks `accepts`
-        if self.delay:
-            time.sleep(self.delay)
-        return [Judged(record, "clean")]
+        return self.matcher.judge(record)

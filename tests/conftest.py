@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.meter import Tally
+from tests.elfbins import ElfBins
+from tests.elfbins import build as build_elf_bins
 from tests.fakeproc import FakeProcfs
 
 
@@ -19,3 +21,9 @@ def fakeproc(tmp_path: Path) -> FakeProcfs:
 @pytest.fixture
 def tally() -> Tally:
     return Tally()
+
+
+@pytest.fixture(scope="session")
+def elf_bins(tmp_path_factory: pytest.TempPathFactory) -> ElfBins:
+    """gcc-built ELF fixtures with miner-like symbols and strings (see tests/elfbins.py)."""
+    return build_elf_bins(tmp_path_factory.mktemp("elf"))

@@ -26,6 +26,15 @@ def test_bundled_file_is_the_defaults() -> None:
         ("[filter]\nlru_size = -5\n", ["$.filter.lru_size"]),
         ("bogus = 1\n", ["unknown field `bogus`"]),
         ("[scan\n", ["not valid TOML"]),
+        ("[enforce.penalties]\nvery = 'exec'\n", ["very is exec", "exec_command is empty"]),
+        ("[enforce.penalties]\naudit = 'stop workspace'\n", ["$.enforce.penalties.audit"]),
+        ("[enforce]\nexec_command = ['']\n", ["exec_command[0]"]),
+        ("[enforce]\noutput = ['-', '-']\n", ["same output twice"]),
+        ("[match]\nsignatures = []\n", ["at least one signature file"]),
+        ("[match]\nscan_timeout = '500ms'\n", ["at least 1s"]),
+        ("[match]\nmax_exe_bytes = 0\n", ["$.match.max_exe_bytes"]),
+        ("[match]\nreplicas = 0\n", ["$.match.replicas"]),
+        ("[match]\ncache = 5\n", ["unknown field `cache`"]),
     ],
 )
 def test_refused_with_file_key_and_reason(tmp_path: Path, text: str, words: list[str]) -> None:

@@ -1,0 +1,32 @@
+"""Is a pid still the process a record names? Read from procfs ``stat``, bounded.
+
+A pid is reused once its process is gone; (pid, starttime) is what names one process.
+Matching checks it before reporting a finding, enforcing before sending a signal.
+"""
+
+from __future__ import annotations
+
+import os
+
+from stages.procfs import STAT_MAX_BYTES, parse_stat, read_bounded
+from stages.scan import skip_reason
+
+
+def current_starttime(proc_dir: str) -> int | str:
+    """The starttime of the process in ``proc_dir`` now, or why it cannot be read
+    (``vanished``, ``denied``, ``io_error``, ``malformed_stat``)."""
+    try:
+        raw, cut = read_bounded(os.path.join(proc_dir, "stat"), STAT_MAX_BYTES)
+    except OSError as err:
+        return skip_reason(err)
+    stat = None if cut else parse_stat(raw)
+    return "malformed_stat" if stat is None else stat.starttime
+
+
+def still_same(proc_dir: str, starttime: int) -> str | None:
+    """``None`` when the process in ``proc_dir`` still has ``starttime``; else ``reused``,
+    ``vanished`` or why the check could not be made."""
+    now = current_starttime(proc_dir)
+    if isinstance(now, str):
+        return now
+    return None if now == starttime else "reused"

@@ -1,0 +1,237 @@
+"""The enforce stage's logic: JSON lines out, and penalties on real processes of this machine."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
+from pipeline.config import ConfigError, Duration, EnforceConfig, PenaltiesConfig, Penalty
+from pipeline.meter import Tally
+from pipeline.render import finding_line
+from pipeline.schema import Finding, Kind, Level, Process, Workspace
+from pipeline.simworkspace import SimulatedTree, sleeper, workspace
+from stages.enforce import Enforcer
+from stages.pidcheck import current_starttime
+
+pytestmark = pytest.mark.realproc
+
+
+@pytest.fixture
+def sleeper_proc() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([shutil.which("sleep") or "sleep", "86400"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def process_of(pid: int, *, starttime: int | None = None, ws: Workspace | None = None) -> Process:
+    now = current_starttime(f"/proc/{pid}")
+    assert isinstance(now, int)
+    return Process(
+        pid=pid,
+        ppid=os.getpid(),
+        starttime=now if starttime is None else starttime,
+        hash=0,
+        path=f"/proc/{pid}/exe",
+        cmdline=["sleep", "86400"],
+        kind=Kind.USER_WORKLOAD,
+        workspace=ws,
+    )
+
+
+def finding_for(proc: Process, level: Level = Level.VERY) -> Finding:
+    return Finding(proc, "xmrig-namespace-symbols", level, "signature", datetime.now(UTC))
+
+
+def enforcer(tally: Tally, out: io.BytesIO | None = None, **penalties: Penalty) -> Enforcer:
+    config = EnforceConfig(
+        output=["-"],
+        penalties=PenaltiesConfig(**penalties),
+        exec_command=[sys.executable, "-c", "pass"],
+    )
+    return Enforcer(config, tally, "/proc", stdout=out or io.BytesIO())
+
+
+def gone_or_zombie(pid: int, within: float = 10.0) -> bool:
+    """Waits for ``pid`` to die (a killed child of someone else stays a zombie until reaped)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except FileNotFoundError:
+            return True
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_finding_written_as_json_lines(tmp_path: Path, tally: Tally) -> None:
+    out = io.BytesIO()
+    path = tmp_path / "findings.jsonl"
+    config = EnforceConfig(output=["-", str(path)])
+    e = Enforcer(config, tally, "/proc", stdout=out)
+    ws = Workspace("owner", "ws", "inst", "https://example.com/r", 42)
+    proc = Process(7, 6, 123, 99, "/proc/7/exe", ["./xmrig"], Kind.USER_WORKLOAD, ws)
+    finding = Finding(proc, "xmrig", Level.AUDIT, "commandline", datetime(2024, 5, 1, tzinfo=UTC))
+    assert e.handle(finding) == [finding]
+    e.close()
+    assert out.getvalue() == path.read_bytes() == finding_line(finding)
+    line = orjson.loads(out.getvalue())
+    assert line == {
+        "process": {
+            "pid": 7,
+            "ppid": 6,
+            "starttime": 123,
+            "hash": 99,
+            "path": "/proc/7/exe",
+            "cmdline": ["./xmrig"],
+            "kind": "user_workload",
+            "workspace": {
+                "owner_id": "owner",
+                "workspace_id": "ws",
+                "instance_id": "inst",
+                "git_url": "https://example.com/r",
+                "pid": 42,
+            },
+        },
+        "signature": "xmrig",
+        "level": "audit",
+        "classifier": "commandline",
+        "time": "2024-05-01T00:00:00+00:00",
+    }
+
+
+def test_unwritable_output(tmp_path: Path, tally: Tally) -> None:
+    with pytest.raises(ConfigError, match=r"enforce\.output"):
+        Enforcer(EnforceConfig(output=[str(tmp_path / "no" / "f")]), tally, "/proc")
+    e = Enforcer(EnforceConfig(output=["/dev/full"]), tally, "/proc")
+    proc = Process(7, 6, 123, 99, "/proc/7/exe", [], Kind.USER_WORKLOAD)
+    assert len(e.handle(finding_for(proc))) == 1
+    assert tally.get(ENFORCE_WRITE_ERRORS) == 1
+
+
+def test_default_penalty_kills_nothing(sleeper_proc: subprocess.Popen[bytes], tally: Tally) -> None:
+    e = Enforcer(EnforceConfig(), tally, "/proc", stdout=io.BytesIO())
+    for level in Level:
+        e.handle(finding_for(process_of(sleeper_proc.pid), level))
+    assert sleeper_proc.poll() is None
+    assert tally.values == {}
+
+
+def test_kill_process(sleeper_proc: subprocess.Popen[bytes], tally: Tally) -> None:
+    e = enforcer(tally, very="kill-process")
+    e.handle(finding_for(process_of(sleeper_proc.pid)))
+    assert sleeper_proc.wait(timeout=10) == -signal.SIGKILL
+    assert tally.get(ENFORCE_PENALTIES, action="kill-process", result="ok") == 1
+
+
+def test_kill_process_only_at_its_level(
+    sleeper_proc: subprocess.Popen[bytes], tally: Tally
+) -> None:
+    e = enforcer(tally, very="kill-process")
+    e.handle(finding_for(process_of(sleeper_proc.pid), Level.AUDIT))
+    assert sleeper_proc.poll() is None
+
+
+def test_changed_starttime_signals_nothing(
+    sleeper_proc: subprocess.Popen[bytes], tally: Tally
+) -> None:
+    """The pid is alive but its starttime is not the finding's: it is someone else now."""
+    e = enforcer(tally, very="kill-process")
+    proc = process_of(sleeper_proc.pid)
+    for starttime in (proc.starttime - 1, proc.starttime + 1):
+        e.handle(finding_for(process_of(sleeper_proc.pid, starttime=starttime)))
+    assert sleeper_proc.poll() is None
+    assert tally.get(ENFORCE_PENALTY_FAILURES, action="kill-process", reason="reused") == 2
+    assert tally.get(ENFORCE_PENALTIES, action="kill-process", result="failed") == 2
+
+
+def test_vanished_and_unsafe_targets(sleeper_proc: subprocess.Popen[bytes], tally: Tally) -> None:
+    e = enforcer(tally, very="kill-process")
+    proc = process_of(sleeper_proc.pid)
+    sleeper_proc.kill()
+    sleeper_proc.wait()
+    e.handle(finding_for(proc))
+    mine = Process(os.getpid(), 1, 1, 0, "/proc/self/exe", [], Kind.USER_WORKLOAD)
+    e.handle(finding_for(mine))
+    failures = {
+        reason: tally.get(ENFORCE_PENALTY_FAILURES, action="kill-process", reason=reason)
+        for reason in ("vanished", "unsafe_pid")
+    }
+    assert failures == {"vanished": 1, "unsafe_pid": 1}
+
+
+def test_kill_workspace_signals_its_supervisor(tally: Tally) -> None:
+    with SimulatedTree(workspace([sleeper("miner")])) as sim:
+        ws = Workspace("o", "w", "i", "g", sim.pids["supervisor"])
+        miner = process_of(sim.pids["miner"], ws=ws)
+        e = enforcer(tally, very="kill-workspace")
+        # A finding whose process started before the supervisor cannot be its workspace's.
+        e.handle(finding_for(process_of(sim.pids["miner"], starttime=1, ws=ws)))
+        assert not gone_or_zombie(sim.pids["supervisor"], within=0.2)
+        e.handle(finding_for(miner))
+        assert gone_or_zombie(sim.pids["supervisor"])
+        assert not gone_or_zombie(sim.pids["miner"], within=0.2)  # only the supervisor
+    assert tally.get(ENFORCE_PENALTIES, action="kill-workspace", result="ok") == 1
+    assert tally.get(ENFORCE_PENALTY_FAILURES, action="kill-workspace", reason="reused") == 1
+
+
+def test_kill_workspace_without_a_workspace(
+    sleeper_proc: subprocess.Popen[bytes], tally: Tally
+) -> None:
+    enforcer(tally, audit="kill-workspace").handle(
+        finding_for(process_of(sleeper_proc.pid), Level.AUDIT)
+    )
+    assert sleeper_proc.poll() is None
+    assert tally.get(ENFORCE_PENALTY_FAILURES, action="kill-workspace", reason="no_workspace") == 1
+
+
+def _exec_enforcer(tally: Tally, command: list[str], timeout: float = 30.0) -> Enforcer:
+    config = EnforceConfig(
+        penalties=PenaltiesConfig(barely="exec"),
+        exec_command=command,
+        exec_timeout=Duration(timeout),
+    )
+    return Enforcer(config, tally, "/proc", stdout=io.BytesIO())
+
+
+def test_exec_gets_the_finding_on_stdin(tmp_path: Path, tally: Tally) -> None:
+    out = tmp_path / "got"
+    script = "import sys; open(sys.argv[1], 'wb').write(sys.stdin.buffer.read())"
+    e = _exec_enforcer(tally, [sys.executable, "-c", script, str(out)])
+    proc = Process(7, 6, 123, 99, "/proc/7/exe", ["a b", "; rm -rf /"], Kind.USER_WORKLOAD)
+    finding = finding_for(proc, Level.BARELY)
+    e.handle(finding)
+    assert out.read_bytes() == finding_line(finding)
+    assert tally.get(ENFORCE_PENALTIES, action="exec", result="ok") == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout", "reason"),
+    [
+        ([sys.executable, "-c", "raise SystemExit(3)"], 30.0, "exit_status"),
+        (["/nonexistent/notify"], 30.0, "spawn_error"),
+        ([sys.executable, "-c", "import time; time.sleep(60)"], 0.2, "timeout"),
+    ],
+)
+def test_exec_failures_counted(
+    tally: Tally, command: list[str], timeout: float, reason: str
+) -> None:
+    proc = Process(7, 6, 123, 99, "/proc/7/exe", [], Kind.USER_WORKLOAD)
+    _exec_enforcer(tally, command, timeout).handle(finding_for(proc, Level.BARELY))
+    assert tally.get(ENFORCE_PENALTY_FAILURES, action="exec", reason=reason) == 1
+    assert tally.get(ENFORCE_PENALTIES, action="exec", result="failed") == 1

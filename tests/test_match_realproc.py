@@ -1,0 +1,57 @@
+"""Matching real processes of this machine: a gcc-built stand-in miner in a simulated
+workspace, found by the detector, judged with the bundled signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from pipeline.catalog import MATCH_EXE_SCANS
+from pipeline.config import Config
+from pipeline.local import LocalDetector
+from pipeline.meter import Tally
+from pipeline.schema import Finding, Judged, Level
+from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
+from stages.match import Matcher
+from stages.signatures import load_signatures
+from tests.elfbins import ElfBins
+
+pytestmark = pytest.mark.realproc
+
+
+def test_stand_in_miner_found_at_very(elf_bins: ElfBins, tally: Tally) -> None:
+    miners = [SimNode(f"miner{i}", ["./miner", "--wait"], str(elf_bins.miner)) for i in range(3)]
+    tree = workspace([*miners, sleeper("editor")])
+    signatures = load_signatures([Path(p) for p in Config().match.signatures])
+    matcher = Matcher(signatures, tally, max_exe_bytes=128 << 20, cache_size=16)
+    with SimulatedTree(tree) as sim:
+        procs = {p.pid: p for p in LocalDetector(Config(), Tally()).round()}
+        judged = {
+            label: matcher.judge(procs[sim.pids[label]])
+            for label in ("miner0", "miner1", "miner2", "editor")
+        }
+        # The pid is checked again: a record whose starttime is not the pid's is not judged.
+        stale = msgspec.structs.replace(procs[sim.pids["miner0"]], starttime=1)
+        assert matcher.judge(stale) == [Judged(stale, "reused")]
+    for label in ("miner0", "miner1", "miner2"):
+        finding, done = judged[label]
+        assert isinstance(finding, Finding)
+        assert finding.level is Level.VERY
+        assert finding.process.workspace is not None
+        assert finding.process.workspace.pid == sim.pids["supervisor"]
+        assert done == Judged(finding.process, "finding")
+    assert judged["editor"] == [Judged(procs[sim.pids["editor"]], "clean")]
+    # Three processes of one binary and one sleep: two scans.
+    assert tally.get(MATCH_EXE_SCANS) == 2
+
+
+def test_vanished_process(elf_bins: ElfBins, tally: Tally) -> None:
+    signatures = load_signatures([Path(p) for p in Config().match.signatures])
+    matcher = Matcher(signatures, tally, max_exe_bytes=128 << 20, cache_size=16)
+    with SimulatedTree(workspace([sleeper("victim")])) as sim:
+        procs = {p.pid: p for p in LocalDetector(Config(), Tally()).round()}
+        victim = procs[sim.pids["victim"]]
+    # The tree is stopped: every process in it has ended and been reaped.
+    assert matcher.judge(victim) == [Judged(victim, "vanished")]
