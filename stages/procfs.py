@@ -8,7 +8,8 @@ environment and its comm, and nothing in them may raise.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+
+import msgspec
 
 # The environment variables a workspace is identified by, and the Workspace field each fills.
 WORKSPACE_ENV = {
@@ -22,10 +23,13 @@ _WORKSPACE_ENV_KEYS = frozenset(k.encode() for k in WORKSPACE_ENV)
 STAT_MAX_BYTES = 4096  # the kernel's line is under 1 KiB even with every field at its widest
 _U64_MAX = 2**64 - 1
 _U64_DIGITS = 20  # checked before int(): a 5,000-digit "number" must not reach int()
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO in a fake tree cannot block us
+_PF_FORKNOEXEC = 0x40  # task flag: forked and not yet exec'd (include/linux/sched.h)
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO in a fake tree cannot block us
 
 
-class Stat(NamedTuple):
+class Stat(msgspec.Struct, frozen=True, gc=False):
+    """What the detector takes from a stat line (a Struct: it is made for every process)."""
+
     ppid: int
     starttime: int
     comm: str
@@ -47,8 +51,9 @@ def parse_stat(data: bytes) -> Stat | None:
     close = data.rfind(b")")
     if close < 0:
         return None
-    fields = data[close + 1 :].split()
-    # fields[0] is the state (field 3), so field N is fields[N - 3].
+    # fields[0] is the state (field 3), so field N is fields[N - 3]. Only the first 20 are
+    # split off: the scan parses every stat line it reads, and the rest is not needed here.
+    fields = data[close + 1 :].split(None, 20)
     if len(fields) < 20:
         return None
     ppid = _u64(fields[1])
@@ -60,12 +65,40 @@ def parse_stat(data: bytes) -> Stat | None:
     return Stat(ppid, starttime, decode(comm))
 
 
+def exec_marks(data: bytes) -> tuple[bytes, ...]:
+    """The parts of a stat line that an ``execve`` changes and little else does.
+
+    comm (set to the new program's name), starttime (so a reused pid differs too), the
+    PF_FORKNOEXEC flag (cleared by the first exec after a fork), and the addresses of the new
+    memory image: start/end of code, start of stack (fields 26-28), start/end of data, start
+    of brk, start/end of argv and environment (fields 45-51). With address-space layout
+    randomisation each exec moves the stack, argv and environment, so these differ; a
+    process that disables it (``setarch -R``) and execs a program of identical layout,
+    name and argument sizes is not told apart here (the scan's periodic full re-read is
+    what bounds that case). Raises nothing: a malformed line gives whatever it holds.
+    """
+    close = data.rfind(b")")
+    fields = data[close + 1 :].split()
+    flags = fields[6] if len(fields) > 6 else b""
+    if flags.isdigit() and len(flags) <= _U64_DIGITS:
+        flags = b"1" if int(flags) & _PF_FORKNOEXEC else b"0"
+    return (
+        data[:close],
+        fields[19] if len(fields) > 19 else b"",
+        flags,
+        *fields[23:26],
+        *fields[42:49],
+    )
+
+
 def parse_cmdline(data: bytes) -> list[str]:
     """argv as the reference splits it: strip every trailing NUL, split on NUL; empty → []."""
     data = data.rstrip(b"\0")
     if not data:
         return []
-    return [decode(arg) for arg in data.split(b"\0")]
+    # One decode for the whole line: a NUL is never part of an invalid UTF-8 sequence, so this
+    # splits exactly as decoding each argument would, at a third of the cost.
+    return decode(data).split("\0")
 
 
 def parse_gitpod_env(data: bytes, *, truncated: bool = False) -> dict[str, str]:
@@ -100,7 +133,7 @@ def read_bounded(path: str, limit: int, first: int = 4096) -> tuple[bytes, bool]
     procfs and regular files return everything available up to the size asked, so a short
     read is the end and the common case costs one ``read`` call. Raises ``OSError``.
     """
-    fd = os.open(path, _OPEN_FLAGS)
+    fd = os.open(path, OPEN_FLAGS)
     try:
         want = min(first, limit + 1)
         data = os.read(fd, want)

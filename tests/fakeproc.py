@@ -8,6 +8,7 @@ own device and inode as the real ``exe`` link would.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,14 +16,31 @@ import xxhash
 
 RING1 = ["/proc/self/exe", "ring1"]
 SUPERVISOR = ["supervisor", "init"]
+# A stat line as the kernel writes it (the reference's TestParseStat fixture).
+CAT_STAT = (
+    b"80275 (cat) R 717 80275 717 34817 80275 4194304 85 0 0 0 0 0 0 0 26 6 1 0 4733826 "
+    b"5771264 135 18446744073709551615 94070799228928 94070799254577 140722983793472 0 0 0 0 "
+    b"0 0 0 0 0 17 14 0 0 0 0 0 94070799272592 94070799274176 94070803738624 140722983801930 "
+    b"140722983801950 140722983801950 140722983821291 0"
+)
 
 
-def stat_line(pid: int, comm: bytes | str, ppid: int, starttime: int) -> bytes:
-    """A stat line shaped like the kernel's: 52 fields, ppid 4th, starttime 22nd."""
+def stat_line(pid: int, comm: bytes | str, ppid: int, starttime: int, image: int = 0) -> bytes:
+    """A stat line shaped like the kernel's: 52 fields, ppid 4th, starttime 22nd.
+
+    ``image`` stands for the memory image: it sets start and end of code (fields 26, 27), as
+    an exec of another program does on a real system (0: no image, as a kernel thread).
+    """
     comm_b = comm.encode() if isinstance(comm, str) else comm
+    code = [str(0x400000 + image * 0x1000), str(0x500000 + image * 0x1000)] if image else ["0"] * 2
     after = ["S", str(ppid), str(pid), str(pid), "0", "-1", "4194560"]
-    after += ["0"] * 12 + [str(starttime)] + ["1000", "100"] + ["0"] * 28
+    after += ["0"] * 12 + [str(starttime)] + ["1000", "100", "0"] + code + ["0"] * 25
     return b"%d (%s) " % (pid, comm_b) + " ".join(after).encode() + b"\n"
+
+
+def image_of(exe: str | None) -> int:
+    """A stable stand-in for the memory image of a program, for ``stat_line``."""
+    return 0 if exe is None else 1 + zlib.crc32(exe.encode()) % 0xFFFF
 
 
 def env_bytes(env: Mapping[str, str]) -> bytes:
@@ -82,7 +100,8 @@ class FakeProcfs:
                     if cmdline and not isinstance(cmdline, bytes)
                     else "proc"
                 )
-            stat = stat_line(pid, comm, ppid, starttime if starttime is not None else 1000 + pid)
+            start = starttime if starttime is not None else 1000 + pid
+            stat = stat_line(pid, comm, ppid, start, image_of(exe))
         (d / "stat").write_bytes(stat)
         raw_cmd = cmdline if isinstance(cmdline, bytes) else argv_bytes(cmdline)
         (d / "cmdline").write_bytes(raw_cmd)
@@ -94,6 +113,8 @@ class FakeProcfs:
         return final
 
     def set_exe(self, pid: int, exe: str | None) -> None:
+        """Point ``exe`` elsewhere and nothing more: an exec that the stat line does not show
+        (as one of identical layout with address randomisation off)."""
         self._link_exe(self.root / str(pid) / "exe", exe)
 
     def _link_exe(self, link: Path, exe: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stages.procfs import WORKSPACE_ENV, parse_cmdline, parse_gitpod_env, parse_stat
+from stages.procfs import WORKSPACE_ENV, decode, parse_cmdline, parse_gitpod_env, parse_stat
 from tests.fakeproc import argv_bytes, stat_line
 
 # Bytes biased towards the ones that matter to the parsers.
@@ -43,6 +43,16 @@ def test_cmdline_never_raises(data: bytes) -> None:
     argv = parse_cmdline(data)
     assert all(isinstance(a, str) for a in argv)
     assert argv == [] or data.rstrip(b"\0")
+
+
+@given(st.lists(st.binary(max_size=12), max_size=8))
+def test_cmdline_decodes_as_each_argument_alone(args: list[bytes]) -> None:
+    """One decode of the whole line splits exactly as decoding each argument alone would,
+    whatever invalid UTF-8 sits next to a NUL."""
+    data = b"\0".join(a.replace(b"\0", b"") for a in args)
+    stripped = data.rstrip(b"\0")
+    expected = [decode(a) for a in stripped.split(b"\0")] if stripped else []
+    assert parse_cmdline(data) == expected
 
 
 # Surrogates are excluded: they are not text a process can have (nor encodable as UTF-8).

@@ -7,15 +7,9 @@ from pathlib import Path
 import pytest
 
 from stages.procfs import Stat, parse_cmdline, parse_gitpod_env, parse_stat, read_bounded
-from tests.fakeproc import stat_line
+from tests.fakeproc import CAT_STAT, stat_line
 
-# The reference's own fixtures (proc_test.go, TestParseStat).
-CAT = (
-    b"80275 (cat) R 717 80275 717 34817 80275 4194304 85 0 0 0 0 0 0 0 26 6 1 0 4733826 "
-    b"5771264 135 18446744073709551615 94070799228928 94070799254577 140722983793472 0 0 0 0 "
-    b"0 0 0 0 0 17 14 0 0 0 0 0 94070799272592 94070799274176 94070803738624 140722983801930 "
-    b"140722983801950 140722983801950 140722983821291 0"
-)
+# The reference's own fixtures (proc_test.go, TestParseStat), with CAT_STAT.
 KTHREADD = (
     b"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 3 0 0 0 20 0 1 0 63 0 0 18446744073709551615 "
     b"0 0 0 0 0 0 0 2147483647 0 1 0 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0"
@@ -25,7 +19,7 @@ KTHREADD = (
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        (CAT, Stat(717, 4733826, "cat")),
+        (CAT_STAT, Stat(717, 4733826, "cat")),
         (KTHREADD, Stat(0, 63, "kthreadd")),
         # D1: comm may hold spaces and parentheses; fields count after the last ')'.
         (stat_line(5, "a b", 4, 77), Stat(4, 77, "a b")),

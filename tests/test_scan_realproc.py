@@ -1,0 +1,80 @@
+"""The scan's steady state on this machine's real /proc: an exec under the same pid is seen at
+the next round, and a kept descriptor never reads another process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config
+from pipeline.local import LocalDetector
+from pipeline.meter import Tally
+from pipeline.simworkspace import SimNode, SimulatedTree, workspace
+from stages.scan import ShardReader
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.realproc
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+# Becomes `sleep` (same pid, same starttime, another executable) on SIGUSR1.
+EXECS_ON_USR1 = f"""
+import os, signal
+signal.signal(signal.SIGUSR1, lambda *_: os.execv({SLEEP!r}, ["sleep", "86400"]))
+while True:
+    signal.pause()
+"""
+
+
+def catches(pid: int, signum: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_a_process_that_execs_another_binary_is_judged_again_next_round() -> None:
+    execer = SimNode("execer", ["python3", "-c", EXECS_ON_USR1], executable=sys.executable)
+    with SimulatedTree(workspace([execer], workspace_id="ws-exec")) as sim:
+        pid = sim.pids["execer"]
+        wait_until("the handler", lambda: catches(pid, signal.SIGUSR1))
+        detector = LocalDetector(Config(proc_root="/proc"))
+        (before,) = [p for p in detector.round() if p.pid == pid]
+        assert before.cmdline[0] == "python3"
+        assert all(p.pid != pid for p in detector.round())  # judged: not handed on again
+
+        os.kill(pid, signal.SIGUSR1)
+        wait_until("the exec", lambda: os.path.realpath(f"/proc/{pid}/exe") == SLEEP)
+        (after,) = [p for p in detector.round() if p.pid == pid]
+        sleep = os.stat(SLEEP)
+        assert (after.pid, after.starttime) == (before.pid, before.starttime)
+        assert after.cmdline == ["sleep", "86400"]
+        assert (after.exe_dev, after.exe_ino) == (sleep.st_dev, sleep.st_ino)
+        assert after.workspace == before.workspace
+        detector.reader.close()
+
+
+def test_a_reused_pid_is_read_afresh_not_through_the_old_descriptor() -> None:
+    """The kept stat descriptor belongs to the process, not to its number: once the process is
+    gone it fails, whatever process is listed under that pid later."""
+    proc = subprocess.Popen([SLEEP, "86400"])
+    try:
+        reader = ShardReader("/proc", Tally())
+        assert any(p.pid == proc.pid for p in reader.read(1).procs)
+        entry = reader._known[proc.pid]
+        proc.kill()
+        proc.wait()
+        with pytest.raises(ProcessLookupError):
+            os.pread(entry.fd, 4096, 0)
+        assert all(p.pid != proc.pid for p in reader.read(2).procs)
+        assert proc.pid not in reader._known
+        reader.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,178 @@
+"""The scan's steady state on fake trees: what it re-uses between rounds, what makes it read a
+process again, and what it holds (memory, descriptors)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.meter import Tally
+from pipeline.schema import RawProcess
+from stages.procfs import exec_marks
+from stages.scan import ShardReader
+from tests.fakeproc import CAT_STAT, RING1, FakeProcfs, stat_line
+
+
+def no_jitter(n: int) -> bytes:
+    """Entropy that puts every full re-read at the earliest round allowed."""
+    return bytes(n)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def by_pid(procs: list[RawProcess]) -> dict[int, RawProcess]:
+    return {p.pid: p for p in procs}
+
+
+Change = Callable[[FakeProcfs], object]
+
+
+def replace(fs: FakeProcfs, pid: int) -> None:
+    """The fake process's files are removed and written anew (new inodes, same pid)."""
+    fs.remove(pid)
+    fs.add(pid, 11, ["again"], starttime=777)
+
+
+# Each a change between two rounds that a reader must see in the very next round.
+CHANGES: dict[str, Change] = {
+    "new process": lambda fs: fs.add(40, 11, ["new"]),
+    "exit": lambda fs: fs.remove(20),
+    "exec of another program": lambda fs: fs.add(20, 11, ["job", "20"], exe="xmrig"),
+    "exec that renames": lambda fs: fs.add(20, 11, ["xmrig", "-o", "pool"], exe="job"),
+    "pid reused": lambda fs: fs.add(20, 11, ["other"], starttime=99_999),
+    "re-parented": lambda fs: fs.add(21, 1, ["job", "21"], exe="job"),
+    "stat turns malformed": lambda fs: fs.add(20, 11, stat=b"20 (x) Z"),
+    "ring1 environment": lambda fs: fs.add(
+        10, 1, RING1, env={"GITPOD_WORKSPACE_ID": "changed"}, exe="workspacekit"
+    ),
+    "file replaced": lambda fs: replace(fs, 20),
+}
+
+
+@pytest.fixture
+def tree(fakeproc: FakeProcfs) -> FakeProcfs:
+    fakeproc.workspace(10, 11)
+    for pid in range(20, 30):
+        fakeproc.add(pid, 11, ["job", str(pid)], exe="job")
+    return fakeproc
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("keep_open", [4096, 0])
+def test_a_change_is_seen_in_the_next_round(tree: FakeProcfs, change: str, keep_open: int) -> None:
+    reader = ShardReader(str(tree.root), Tally(), keep_open=keep_open)
+    reader.read(1)
+    reader.read(2)  # every process remembered, none due for a full re-read
+    CHANGES[change](tree)
+    fresh = ShardReader(str(tree.root), Tally(), recheck_every=1).read(3)
+    again = reader.read(3)
+    assert again.procs == fresh.procs
+    assert again.skipped == fresh.skipped
+    reader.close()
+
+
+def test_unchanged_processes_are_the_same_records(tree: FakeProcfs) -> None:
+    reader = ShardReader(str(tree.root), Tally(), recheck_every=100)
+    first = by_pid(reader.read(1).procs)
+    second = by_pid(reader.read(2).procs)
+    assert all(second[pid] is first[pid] for pid in range(20, 30))
+    assert second[10] is not first[10]  # ring1 candidates are read in full every round
+    assert second[10] == first[10]
+
+
+def test_an_exec_the_stat_line_does_not_show_is_seen_within_recheck_rounds(
+    tree: FakeProcfs,
+) -> None:
+    """The residual window: an exec of a program of identical layout, name and argument sizes
+    with randomisation off leaves the stat line as it was. It is seen at the process's next
+    full re-read, at most ``recheck_every`` rounds after the last one."""
+    reader = ShardReader(str(tree.root), Tally(), recheck_every=4, entropy=no_jitter)
+    reader.read(1)
+    tree.set_exe(20, "xmrig")
+    xmrig = os.stat(tree.bin / "xmrig")
+    seen_at = None
+    for round_id in range(2, 6):
+        proc = by_pid(reader.read(round_id).procs)[20]
+        if (proc.exe_dev, proc.exe_ino) == (xmrig.st_dev, xmrig.st_ino):
+            seen_at = round_id
+            break
+    # recheck_every=4 puts the next full read 2 to 4 rounds after the last; without jitter, 2.
+    assert seen_at == 3
+
+
+def test_recheck_rounds_are_random_within_the_bound(tree: FakeProcfs) -> None:
+    for pid in range(30, 230):
+        tree.add(pid, 11, ["job"], exe="job")
+    reader = ShardReader(str(tree.root), Tally(), recheck_every=6)
+    reader.read(1)
+    dues = [entry.due for entry in reader._known.values() if entry.due]
+    assert set(dues) == {1 + 3, 1 + 4, 1 + 5, 1 + 6}
+
+
+def test_vanished_processes_are_forgotten_with_their_descriptors(tree: FakeProcfs) -> None:
+    before = open_fds()
+    reader = ShardReader(str(tree.root), Tally())
+    reader.read(1)
+    assert len(reader) == 13 and open_fds() == before + 13
+    for pid in range(20, 30):
+        tree.remove(pid)
+    reader.read(2)
+    assert len(reader) == 3 and open_fds() == before + 3
+    reader.close()
+    assert len(reader) == 0 and open_fds() == before
+
+
+def test_descriptors_kept_are_bounded_and_the_rest_still_read(tree: FakeProcfs) -> None:
+    before = open_fds()
+    bounded = ShardReader(str(tree.root), Tally(), keep_open=4)
+    unbounded = ShardReader(str(tree.root), Tally())
+    assert bounded.read(1).procs == unbounded.read(1).procs
+    assert open_fds() == before + 4 + 13
+    tree.add(25, 11, ["job", "25"], exe="xmrig")
+    tree.add(26, 10, ["job", "26"], exe="job")
+    assert bounded.read(2).procs == unbounded.read(2).procs
+    bounded.close()
+    unbounded.close()
+    assert open_fds() == before
+
+
+def test_a_dropped_reader_closes_its_descriptors(tree: FakeProcfs) -> None:
+    before = open_fds()
+    ShardReader(str(tree.root), Tally()).read(1)
+    assert open_fds() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "differs"),
+    [
+        (lambda s: s, False),
+        (lambda s: s.replace(b" R ", b" S "), False),  # state
+        (lambda s: s.replace(b" 5771264 135 ", b" 6000000 300 "), False),  # vsize, rss
+        (lambda s: s.replace(b"(cat)", b"(xmrig)"), True),  # comm
+        (lambda s: s.replace(b" 4194304 ", b" 4194368 "), True),  # PF_FORKNOEXEC set
+        (lambda s: s.replace(b" 4194304 ", b" 4194305 "), False),  # another flag
+        (lambda s: s.replace(b" 94070799228928 ", b" 94070799228929 "), True),  # start_code
+        (lambda s: s.replace(b" 140722983801930 ", b" 140722983801931 "), True),  # arg_start
+        (lambda s: s.replace(b" 4733826 ", b" 4733827 "), True),  # starttime
+    ],
+)
+def test_exec_marks(change: Callable[[bytes], bytes], differs: bool) -> None:
+    assert (exec_marks(change(CAT_STAT)) != exec_marks(CAT_STAT)) is differs
+
+
+@pytest.mark.parametrize("line", [b"", b")", b"1 (x", stat_line(5, "x", 4, 77)[:30], b"\xff" * 9])
+def test_exec_marks_of_malformed_lines_do_not_raise(line: bytes) -> None:
+    exec_marks(line)
+
+
+def test_a_proc_root_that_is_not_procfs_is_told(tmp_path: Path) -> None:
+    from stages.known import is_procfs  # noqa: PLC0415
+
+    assert is_procfs("/proc")
+    assert not is_procfs(str(tmp_path))
+    assert not is_procfs(str(tmp_path / "missing"))
