@@ -11,8 +11,7 @@ from pipeline.catalog import INDEX_SIZE, WORKSPACE_COUNT
 from pipeline.meter import Meter
 from pipeline.schema import Kind, Process, RawProcess, Record, Round, Workloads, Workspace
 from pipeline.stage import Stage
-from stages.procfs import WORKSPACE_ENV
-from stages.scan import is_ring1
+from stages.procfs import WORKSPACE_ENV, is_ring1
 from stages.tree import Node, build_index
 
 SUPERVISOR_ARGV = ["supervisor", "init"]

@@ -11,9 +11,11 @@ once the process is reaped, reading it fails with ESRCH, so a reused pid can nev
 mistaken for the process read before. A kept descriptor of a plain file (a fake tree) only
 follows that file, so one unlinked or replaced since is noticed by its link count.
 
-Each kept descriptor costs the kernel about 4.3 KiB (procfs allocates a page-sized buffer at
+Each kept descriptor costs the kernel about 4 KiB (procfs allocates a page-sized buffer at
 the first read and holds it until close), so how many are kept is bounded by ``keep_open``
-and by RLIMIT_NOFILE; processes beyond it are checked by opening their stat file each round.
+(64 MiB of kernel memory at most, per reader, by default) and by RLIMIT_NOFILE, whose soft
+limit a reader raises towards the hard one as far as it needs (as Go's runtime does for every
+program); processes beyond it are checked by opening their stat file each round.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import msgspec
 from pipeline.schema import RawProcess
 
 PROC_SUPER_MAGIC: Final = 0x9FA0  # statfs f_type of procfs (linux/magic.h)
-KEEP_OPEN: Final = 4096  # default bound on the descriptors one shard keeps open
+KEEP_OPEN: Final = 16384  # default bound on the descriptors one shard keeps open
 FD_RESERVE: Final = 256  # descriptors left for sockets, metrics files and reads in flight
 
 
@@ -67,11 +69,57 @@ def is_procfs(path: str) -> bool:
     return int(buf.f_type) & 0xFFFFFFFF == PROC_SUPER_MAGIC
 
 
+class KeptDescriptors:
+    """The stat descriptors a reader keeps open: how many, and how many it may.
+
+    When the process runs out of descriptors anyway (another reader in it, a limit lowered
+    under it), ``shed`` gives kept ones back one at a time and stops keeping more: a process
+    must never go unread for want of a descriptor the reader itself holds.
+    """
+
+    def __init__(self, keep_open: int) -> None:
+        self.limit = fd_budget(keep_open)
+        self.count = 0
+
+    def keep(self, fd: int) -> int:
+        """``fd`` if the budget allows keeping it; else it is closed and -1 returned."""
+        if self.count < self.limit:
+            self.count += 1
+            return fd
+        os.close(fd)
+        return -1
+
+    def release(self, fd: int) -> None:
+        if fd >= 0:
+            os.close(fd)
+            self.count -= 1
+
+    def shed(self, known: Mapping[int, Known]) -> bool:
+        """Close one kept descriptor (and keep no more); ``False`` if none is kept."""
+        self.limit = min(self.limit, max(0, self.count - 1))
+        for entry in known.values():
+            if entry.fd >= 0:
+                self.release(entry.fd)
+                entry.fd = -1
+                return True
+        return False
+
+
 def fd_budget(keep_open: int) -> int:
-    """How many descriptors a reader may keep: ``keep_open``, within the soft RLIMIT_NOFILE."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    """How many descriptors a reader may keep: ``keep_open``, within RLIMIT_NOFILE. The soft
+    limit is raised as far as that needs, up to the hard limit."""
+    keep_open = max(0, keep_open)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return max(0, keep_open)
+        return keep_open
+    want = keep_open + FD_RESERVE
+    if soft < want and (hard == resource.RLIM_INFINITY or soft < hard):
+        raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (OSError, ValueError):
+            pass  # keep what we have: fewer descriptors, the same results
     return max(0, min(keep_open, soft - FD_RESERVE))
 
 

@@ -21,6 +21,9 @@ WORKSPACE_ENV = {
 _WORKSPACE_ENV_KEYS = frozenset(k.encode() for k in WORKSPACE_ENV)
 
 STAT_MAX_BYTES = 4096  # the kernel's line is under 1 KiB even with every field at its widest
+STAT_READ = STAT_MAX_BYTES + 1  # one byte more than a stat line may have: a longer one is cut
+PID_MAX = 2**22  # the kernel's PID_MAX_LIMIT; a larger "pid" is not a process
+RING1_PREFIX = ("/proc/self/exe", "ring1")
 _U64_MAX = 2**64 - 1
 _U64_DIGITS = 20  # checked before int(): a 5,000-digit "number" must not reach int()
 _PF_FORKNOEXEC = 0x40  # task flag: forked and not yet exec'd (include/linux/sched.h)
@@ -122,6 +125,10 @@ def parse_gitpod_env(data: bytes, *, truncated: bool = False) -> dict[str, str]:
     return found
 
 
+def is_ring1(cmdline: list[str]) -> bool:
+    return len(cmdline) >= 2 and cmdline[0] == RING1_PREFIX[0] and cmdline[1] == RING1_PREFIX[1]
+
+
 def decode(raw: bytes) -> str:
     """Text for bytes that may not be UTF-8; invalid bytes stay visible as ``\\xNN``."""
     return raw.decode("utf-8", "backslashreplace")
@@ -153,3 +160,25 @@ def read_bounded(path: str, limit: int, first: int = 4096) -> tuple[bytes, bool]
     if len(data) > limit:
         return data[:limit], True
     return data, False
+
+
+def list_pids(proc_root: str, shard: int = 0, shards: int = 1) -> list[int]:
+    """The numeric entries of the procfs root whose pid mod ``shards`` is ``shard``, ascending."""
+    pids = []
+    for name in os.listdir(proc_root):
+        # str.isdigit accepts non-ASCII digits; a pid is ASCII.
+        if name.isascii() and name.isdigit() and len(name) < 8:
+            pid = int(name)
+            if 0 < pid <= PID_MAX and pid % shards == shard:
+                pids.append(pid)
+    pids.sort()
+    return pids
+
+
+def read_stat(path: str) -> bytes:
+    """A stat line, up to ``STAT_READ`` bytes (a longer one is malformed). Raises ``OSError``."""
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        return os.read(fd, STAT_READ)
+    finally:
+        os.close(fd)

@@ -8,6 +8,7 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import msgspec
 
@@ -15,19 +16,21 @@ from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from pipeline.meter import Meter
 from pipeline.schema import RawProcess, Record, ShardScan
 from pipeline.stage import Stage
-from stages.known import KEEP_OPEN, Known, close_all, fd_budget, is_procfs
+from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
 from stages.procfs import (
     OPEN_FLAGS,
     STAT_MAX_BYTES,
+    STAT_READ,
     exec_marks,
+    is_ring1,
+    list_pids,
     parse_cmdline,
     parse_gitpod_env,
     parse_stat,
     read_bounded,
+    read_stat,
 )
 
-RING1_PREFIX = ("/proc/self/exe", "ring1")
-PID_MAX = 2**22  # the kernel's PID_MAX_LIMIT; a larger "pid" is not a process
 # A process is re-read in full at least this often: the bound on how long an exec that its
 # stat line cannot show goes unnoticed. 30 s is the reference's own scan interval, so even
 # that exec is seen no later than the reference sees any. The scan stage turns it into rounds
@@ -35,14 +38,11 @@ PID_MAX = 2**22  # the kernel's PID_MAX_LIMIT; a larger "pid" is not a process
 # which is 30 s at the default 2 s interval.
 RECHECK_SECONDS = 30.0
 RECHECK_EVERY = 15
-_STAT_READ = STAT_MAX_BYTES + 1  # one byte more than a stat line may have: a longer one is cut
 
 _VANISHED = frozenset({errno.ENOENT, errno.ESRCH})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
-
-
-def is_ring1(cmdline: list[str]) -> bool:
-    return len(cmdline) >= 2 and cmdline[0] == RING1_PREFIX[0] and cmdline[1] == RING1_PREFIX[1]
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+T = TypeVar("T")
 
 
 def skip_reason(err: OSError) -> str:
@@ -52,19 +52,6 @@ def skip_reason(err: OSError) -> str:
     if err.errno in _DENIED:
         return "denied"
     return "io_error"
-
-
-def list_pids(proc_root: str) -> list[int]:
-    """The numeric entries of the procfs root, ascending."""
-    pids = []
-    for name in os.listdir(proc_root):
-        # str.isdigit accepts non-ASCII digits; a pid is ASCII.
-        if name.isascii() and name.isdigit() and len(name) < 8:
-            pid = int(name)
-            if 0 < pid <= PID_MAX:
-                pids.append(pid)
-    pids.sort()
-    return pids
 
 
 class ShardReader:
@@ -78,8 +65,8 @@ class ShardReader:
     and compared (``stages.known``): while it shows no exec, the record of the last full read
     is returned again, with ppid updated if the process was re-parented. A full re-read
     happens when the stat line shows an exec (or a new process under the same pid), on every
-    round for ring1 candidates, and for every process at a random round within
-    ``recheck_every`` rounds of its last one. That bound is the whole residual window for an
+    round for ring1 candidates, and for every process every ``recheck_every`` rounds (its
+    phase random). That bound is the whole residual window for an
     exec the stat line cannot show (bench/README.md, "steady state"): a process that turned
     off address randomisation and execs a program of identical layout, name and argument
     sizes keeps its old record until then. ``recheck_every=1`` reads everything every round.
@@ -107,8 +94,11 @@ class ShardReader:
         self.set_recheck(recheck_every)
         self._entropy = entropy
         self._jitter: Iterator[int] = iter(())
-        self._procfs = is_procfs(self.proc_root)
-        self._open_left = fd_budget(keep_open)
+        # A kept procfs descriptor fails once its process is gone. A plain file's (a fake
+        # tree) follows only the file it was opened on: one replaced rather than rewritten
+        # is seen at the process's next full read, which checks it against its path.
+        self._reopen = not is_procfs(self.proc_root)
+        self._fds = KeptDescriptors(keep_open)
         self._known: dict[int, Known] = {}
         self._reads = 0
         # What the round being read left out or cut, by reason and by file.
@@ -117,57 +107,55 @@ class ShardReader:
         self._finalizer = weakref.finalize(self, close_all, self._known)
 
     def set_recheck(self, rounds: int) -> None:
-        """Re-read every process in full at most ``rounds`` rounds after its last full read.
+        """Re-read every process in full every ``rounds`` rounds.
 
-        The round is drawn at random in [rounds/2, rounds]: the re-reads spread over rounds,
-        and a process cannot time an exec around its next one (the random bytes are the
-        kernel's, one per process read, drawn once a round).
+        Its first full re-read falls at a random round among the next ``rounds`` (from the
+        kernel's random bytes, two per process, drawn once a round), so re-reads spread
+        evenly over rounds and each process has its own phase. A process cannot observe
+        being read, so it cannot learn its phase and time an exec between two re-reads.
         """
         if rounds < 1:
             raise ValueError("processes must be re-read at least every round")
-        self._recheck_min = (rounds + 1) // 2
-        self._recheck_span = rounds - self._recheck_min + 1
+        self._period = rounds
 
     def __len__(self) -> int:
         """How many processes are remembered."""
         return len(self._known)
 
+    @property
+    def open_descriptors(self) -> int:
+        """How many stat descriptors are kept open."""
+        return self._fds.count
+
     def close(self) -> None:
         """Close the kept descriptors and forget every process."""
         self._finalizer()
         self._known.clear()
+        self._fds.count = 0
 
     def read(self, round_id: int) -> ShardScan:
         started = time.time()
         self._reads += 1
         skipped = self._skipped = Counter()
         truncated = self._truncated = Counter()
-        try:
-            pids = [p for p in list_pids(self.proc_root) if p % self.shards == self.shard]
-        except OSError as err:
-            # The root itself is unreadable: the round is empty and says why.
-            pids = []
-            skipped["root_" + skip_reason(err)] += 1
-        self._jitter = iter(self._entropy(len(pids)))
-        procs = []
-        known = self._known
-        reads = self._reads
-        pread = os.pread if self._procfs else None  # the fast path: a kept procfs descriptor
+        pids = self._list(skipped)
+        self._jitter = iter(memoryview(self._entropy(2 * len(pids))).cast("H"))
+        procs: list[RawProcess] = []
+        known, reads, pread = self._known, self._reads, os.pread
         for pid in pids:
             entry = known.get(pid)
             if entry is None:
                 proc = self._read_new(pid)
             else:
                 data = None
-                if pread is not None and entry.fd >= 0:
+                if entry.fd >= 0:
                     try:
-                        data = pread(entry.fd, _STAT_READ, 0)
+                        data = pread(entry.fd, STAT_READ, 0)
                     except OSError:
-                        pass  # gone, or its pid names another process now: _refresh sees
-                    else:
-                        if data == entry.stat and reads < entry.due:
-                            procs.append(entry.proc)  # unchanged, not due: nothing to do
-                            continue
+                        data = None  # gone, or its pid names another process now
+                    if data == entry.stat and reads < entry.due:
+                        procs.append(entry.proc)  # the fast path: unchanged, not due
+                        continue
                 proc = self._refresh(pid, entry, data)
             if proc is not None:
                 procs.append(proc)
@@ -188,46 +176,72 @@ class ShardReader:
             started=started,
         )
 
+    def _list(self, skipped: Counter[str]) -> list[int]:
+        try:
+            return self._retry(list_pids, self.proc_root, self.shard, self.shards)
+        except OSError as err:
+            # The root itself is unreadable: the round is empty and says why.
+            skipped["root_" + skip_reason(err)] += 1
+            return []
+
+    def _retry(self, read: Callable[..., T], *args: object) -> T:
+        """``read(*args)``; when the process is out of descriptors, close kept ones until it
+        succeeds: the reader's own descriptors must never keep a process (or the listing)
+        unread. Raises ``OSError``."""
+        while True:
+            try:
+                return read(*args)
+            except OSError as err:
+                if err.errno not in _NO_DESCRIPTORS or not self._fds.shed(self._known):
+                    raise
+
     def _read_new(self, pid: int) -> RawProcess | None:
         base = f"{self.proc_root}/{pid}/"
         try:
-            fd = os.open(base + "stat", OPEN_FLAGS)
+            fd = self._retry(os.open, base + "stat", OPEN_FLAGS)
         except OSError as err:
             self._skipped[skip_reason(err)] += 1
             return None
         try:
-            data = os.read(fd, _STAT_READ)
+            data = os.read(fd, STAT_READ)
         except OSError as err:
             os.close(fd)
             self._skipped[skip_reason(err)] += 1
             return None
-        if self._open_left > 0:
-            self._open_left -= 1
-        else:
-            os.close(fd)
-            fd = -1
-        return self._complete(pid, base, fd, data)
+        return self._complete(pid, base, self._fds.keep(fd), data)
 
     def _refresh(self, pid: int, entry: Known, data: bytes | None) -> RawProcess | None:
-        """A process read before: re-use its record unless its stat line says otherwise.
-        ``data`` is its stat line if the caller read it through the kept descriptor."""
+        """A process read before whose stat line changed, is due for a full re-read, or has
+        no kept descriptor. ``data`` is the line read through the kept descriptor; ``None``
+        if that failed (the process is gone, or its pid names another one now)."""
         base = f"{self.proc_root}/{pid}/"
-        try:
-            if entry.fd < 0:
-                data = _read_stat(base + "stat")
-            elif data is None or not self._procfs:
-                data = os.pread(entry.fd, _STAT_READ, 0)
-                if not self._procfs and os.fstat(entry.fd).st_nlink == 0:
-                    raise FileNotFoundError(pid)  # the fake tree's file was replaced
-        except OSError:
-            # Gone, or its pid now names another process: whatever is listed is read afresh.
+        if entry.fd < 0:
+            try:
+                data = self._retry(read_stat, base + "stat")
+            except OSError:
+                data = None
+        if data is None:
             self._forget(pid)
-            return self._read_new(pid)
-        if data == entry.stat and self._reads < entry.due:
+            return self._read_new(pid)  # whatever is listed under the pid now, read afresh
+        due = self._reads >= entry.due
+        if data == entry.stat and not due:
             return entry.proc
-        if self._reads >= entry.due or exec_marks(data) != exec_marks(entry.stat):
-            del self._known[pid]  # its descriptor goes on to the new entry
-            return self._complete(pid, base, entry.fd, data)
+        if due or exec_marks(data) != exec_marks(entry.stat):
+            return self._reread(pid, base, entry, data)
+        return self._same_process(pid, entry, data)
+
+    def _reread(self, pid: int, base: str, entry: Known, data: bytes) -> RawProcess | None:
+        """A full read: due, or the stat line shows an exec (or a new process)."""
+        if self._reopen and not _same_file(entry.fd, base + "stat"):
+            self._forget(pid)  # a fake tree's file replaced since it was opened
+            return self._read_new(pid)
+        if data == entry.stat and entry.due:
+            return self._recheck(pid, base, entry)
+        del self._known[pid]  # its descriptor goes on to the new entry
+        return self._complete(pid, base, entry.fd, data)
+
+    def _same_process(self, pid: int, entry: Known, data: bytes) -> RawProcess | None:
+        """A stat line that changed without an exec: the record stands, ppid updated."""
         stat = None if len(data) > STAT_MAX_BYTES else parse_stat(data)
         if stat is None:
             self._forget(pid)
@@ -244,42 +258,54 @@ class ShardReader:
         stat = None if len(data) > STAT_MAX_BYTES else parse_stat(data)
         if stat is None:
             self._skipped["malformed_stat"] += 1
-            self._release(fd)
+            self._fds.release(fd)
             return None
         try:
-            raw_cmdline, cut = read_bounded(base + "cmdline", self.cmdline_max_bytes)
+            raw_cmdline, cut = self._retry(read_bounded, base + "cmdline", self.cmdline_max_bytes)
         except OSError as err:
             self._skipped[skip_reason(err)] += 1
-            self._release(fd)
+            self._fds.release(fd)
             return None
         if cut:
             self._truncated["cmdline"] += 1
         cmdline = parse_cmdline(raw_cmdline)
-        try:
-            exe = os.stat(base + "exe")
-            exe_dev, exe_ino = exe.st_dev, exe.st_ino
-        except OSError:
-            exe_dev = exe_ino = 0  # kernel threads and zombies have no executable
+        exe_dev, exe_ino = _exe_identity(base)
         ring1 = is_ring1(cmdline)
         env = self._gitpod_env(base) if ring1 else None
         proc = RawProcess(pid, stat.ppid, stat.starttime, stat.comm, cmdline, exe_dev, exe_ino, env)
-        due = (
-            0
-            if ring1
-            else self._reads + self._recheck_min + next(self._jitter, 0) % self._recheck_span
-        )
-        self._known[pid] = Known(fd, data, proc, due)
+        # ring1 candidates are due at once: their environment decides what a workspace is.
+        phase = 1 + next(self._jitter, 0) % self._period
+        self._known[pid] = Known(fd, data, proc, 0 if ring1 else self._reads + phase)
         return proc
 
-    def _release(self, fd: int) -> None:
-        if fd >= 0:
-            os.close(fd)
-            self._open_left += 1
+    def _recheck(self, pid: int, base: str, entry: Known) -> RawProcess | None:
+        """A full read that is due while the stat line is as it was: read what the line does
+        not show (the command line, the executable) and keep the record where they agree."""
+        try:
+            raw_cmdline, cut = self._retry(read_bounded, base + "cmdline", self.cmdline_max_bytes)
+        except OSError as err:
+            self._forget(pid)
+            self._skipped[skip_reason(err)] += 1
+            return None
+        if cut:
+            self._truncated["cmdline"] += 1
+        cmdline = parse_cmdline(raw_cmdline)
+        if is_ring1(cmdline):  # it turned into a ring1 candidate: its environment is needed
+            del self._known[pid]
+            return self._complete(pid, base, entry.fd, entry.stat)
+        exe_dev, exe_ino = _exe_identity(base)
+        proc = entry.proc
+        if (cmdline, exe_dev, exe_ino) != (proc.cmdline, proc.exe_dev, proc.exe_ino):
+            proc = entry.proc = msgspec.structs.replace(
+                proc, cmdline=cmdline, exe_dev=exe_dev, exe_ino=exe_ino
+            )
+        entry.due = self._reads + self._period
+        return proc
 
     def _forget(self, pid: int) -> None:
         entry = self._known.pop(pid, None)
         if entry is not None:
-            self._release(entry.fd)
+            self._fds.release(entry.fd)
 
     def _forget_all_but(self, present: set[int]) -> None:
         """Forget the processes not read this round (their memory and descriptors)."""
@@ -288,7 +314,7 @@ class ShardReader:
 
     def _gitpod_env(self, base: str) -> dict[str, str] | None:
         try:
-            raw, cut = read_bounded(base + "environ", self.environ_max_bytes)
+            raw, cut = self._retry(read_bounded, base + "environ", self.environ_max_bytes)
         except OSError:
             return None  # "its environ can be read" is part of what makes a workspace
         if cut:
@@ -296,12 +322,23 @@ class ShardReader:
         return parse_gitpod_env(raw, truncated=cut)
 
 
-def _read_stat(path: str) -> bytes:
-    fd = os.open(path, OPEN_FLAGS)
+def _exe_identity(base: str) -> tuple[int, int]:
     try:
-        return os.read(fd, _STAT_READ)
-    finally:
-        os.close(fd)
+        exe = os.stat(base + "exe")
+    except OSError:
+        return 0, 0  # kernel threads and zombies have no executable
+    return exe.st_dev, exe.st_ino
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``fd`` (-1: none) is still the file at ``path``."""
+    if fd < 0:
+        return True  # the line was just read by path
+    try:
+        at_path, opened = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 class ScanStage(Stage):

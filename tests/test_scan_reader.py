@@ -6,7 +6,8 @@ import os
 
 from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from pipeline.meter import Tally
-from stages.scan import ShardReader, list_pids
+from stages.procfs import list_pids
+from stages.scan import ShardReader
 from tests.fakeproc import RING1, FakeProcfs, env_bytes
 
 

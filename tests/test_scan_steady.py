@@ -4,6 +4,7 @@ process again, and what it holds (memory, descriptors)."""
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +17,28 @@ from stages.scan import ShardReader
 from tests.fakeproc import CAT_STAT, RING1, FakeProcfs, stat_line
 
 
-def no_jitter(n: int) -> bytes:
-    """Entropy that puts every full re-read at the earliest round allowed."""
+def earliest(n: int) -> bytes:
+    """Entropy that puts every first full re-read at the next round."""
     return bytes(n)
+
+
+def latest(n: int) -> bytes:
+    """Entropy that puts every first full re-read ``recheck_every`` rounds on (for 4: 65535
+    mod 4 is 3, so the phase is 4)."""
+    return b"\xff" * n
 
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def limit_leaving(free: int) -> int:
+    """The RLIMIT_NOFILE under which this process can open exactly ``free`` more files."""
+    in_use = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    limit = 0
+    while limit - sum(1 for fd in in_use if fd < limit) < free:
+        limit += 1
+    return limit
 
 
 def by_pid(procs: list[RawProcess]) -> dict[int, RawProcess]:
@@ -50,7 +66,6 @@ CHANGES: dict[str, Change] = {
     "ring1 environment": lambda fs: fs.add(
         10, 1, RING1, env={"GITPOD_WORKSPACE_ID": "changed"}, exe="workspacekit"
     ),
-    "file replaced": lambda fs: replace(fs, 20),
 }
 
 
@@ -76,6 +91,18 @@ def test_a_change_is_seen_in_the_next_round(tree: FakeProcfs, change: str, keep_
     reader.close()
 
 
+def test_a_fake_tree_file_replaced_is_seen_at_the_next_full_read(tree: FakeProcfs) -> None:
+    """A plain file's kept descriptor follows that file only; a fake tree that replaces a
+    process's files rather than rewriting them is read again by path at its next full read.
+    (A procfs descriptor fails as soon as its process is gone: no such delay there.)"""
+    reader = ShardReader(str(tree.root), Tally(), recheck_every=2, entropy=latest)
+    reader.read(1)
+    replace(tree, 20)
+    assert by_pid(reader.read(2).procs)[20].starttime == 1020  # next full read: round 1 + 2
+    assert by_pid(reader.read(3).procs)[20].starttime == 777
+    assert reader.read(4).procs == ShardReader(str(tree.root), Tally()).read(1).procs
+
+
 def test_unchanged_processes_are_the_same_records(tree: FakeProcfs) -> None:
     reader = ShardReader(str(tree.root), Tally(), recheck_every=100)
     first = by_pid(reader.read(1).procs)
@@ -91,27 +118,31 @@ def test_an_exec_the_stat_line_does_not_show_is_seen_within_recheck_rounds(
     """The residual window: an exec of a program of identical layout, name and argument sizes
     with randomisation off leaves the stat line as it was. It is seen at the process's next
     full re-read, at most ``recheck_every`` rounds after the last one."""
-    reader = ShardReader(str(tree.root), Tally(), recheck_every=4, entropy=no_jitter)
+    reader = ShardReader(str(tree.root), Tally(), recheck_every=4, entropy=latest)
     reader.read(1)
     tree.set_exe(20, "xmrig")
     xmrig = os.stat(tree.bin / "xmrig")
-    seen_at = None
-    for round_id in range(2, 6):
+    seen = []
+    for round_id in range(2, 11):
         proc = by_pid(reader.read(round_id).procs)[20]
-        if (proc.exe_dev, proc.exe_ino) == (xmrig.st_dev, xmrig.st_ino):
-            seen_at = round_id
-            break
-    # recheck_every=4 puts the next full read 2 to 4 rounds after the last; without jitter, 2.
-    assert seen_at == 3
+        seen.append((proc.exe_dev, proc.exe_ino) == (xmrig.st_dev, xmrig.st_ino))
+    # The latest phase: the first full re-read 4 rounds after round 1, then every 4.
+    assert seen == [False, False, False, True, True, True, True, True, True]
+    tree.set_exe(20, "job")  # and back: seen at the next re-read, round 9
+    assert [by_pid(reader.read(r).procs)[20].exe_ino == xmrig.st_ino for r in (11, 12, 13)] == [
+        True,
+        True,
+        False,
+    ]
 
 
-def test_recheck_rounds_are_random_within_the_bound(tree: FakeProcfs) -> None:
+def test_recheck_phases_are_random_within_the_period(tree: FakeProcfs) -> None:
     for pid in range(30, 230):
         tree.add(pid, 11, ["job"], exe="job")
     reader = ShardReader(str(tree.root), Tally(), recheck_every=6)
     reader.read(1)
     dues = [entry.due for entry in reader._known.values() if entry.due]
-    assert set(dues) == {1 + 3, 1 + 4, 1 + 5, 1 + 6}
+    assert set(dues) == {1 + phase for phase in range(1, 7)}
 
 
 def test_vanished_processes_are_forgotten_with_their_descriptors(tree: FakeProcfs) -> None:
@@ -139,6 +170,25 @@ def test_descriptors_kept_are_bounded_and_the_rest_still_read(tree: FakeProcfs) 
     bounded.close()
     unbounded.close()
     assert open_fds() == before
+
+
+def test_out_of_descriptors_the_reader_gives_back_its_own(tree: FakeProcfs) -> None:
+    reader = ShardReader(str(tree.root), Tally())
+    reader.read(1)
+    for pid in range(40, 100):
+        tree.add(pid, 11, ["more", str(pid)])
+    expected = ShardReader(str(tree.root), Tally(), keep_open=0).read(2)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # Room for 5 more descriptors: fewer than the 60 new processes would keep.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit_leaving(5), hard))
+        scans = [reader.read(r) for r in (2, 3)]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for scan in scans:
+        assert (scan.procs, scan.skipped) == (expected.procs, {})
+    assert reader.open_descriptors < 73
+    reader.close()
 
 
 def test_a_dropped_reader_closes_its_descriptors(tree: FakeProcfs) -> None:
