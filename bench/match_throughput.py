@@ -18,8 +18,10 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench.table import Row, Table
 from pipeline.config import Config
 from stages.signatures import load_signatures
 from stages.signatures.agentsmith import parse_agent_smith
@@ -82,6 +84,51 @@ def best_seconds(run: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+@dataclass(frozen=True)
+class MatchFigures:
+    mib: float  # size of the data judged
+    signatures: int
+    files: int
+    yara_s: float  # best seconds of each side
+    python_s: float
+    find_s: float
+    literals: int
+    yara_hits: list[str]
+    python_hits: list[str]
+
+
+def measure(mb: int, repeat: int, paths: list[Path]) -> MatchFigures:
+    """Both sides on the same ``mb`` MiB of real binaries, best of ``repeat`` runs each."""
+    signatures = load_signatures(paths)
+    parsed = [s for p in paths for s in parse_agent_smith(p.read_bytes(), str(p)).signatures]
+    data = make_data(mb << 20)
+    python_side = baseline(parsed)
+    literals = [s for s in parsed if not s.regexp]
+    find_only = baseline(literals)
+    return MatchFigures(
+        mib=len(data) / (1 << 20),
+        signatures=len(parsed),
+        files=len(paths),
+        yara_s=best_seconds(lambda: signatures.judge_bytes(data), repeat),
+        python_s=best_seconds(lambda: python_side(data), repeat),
+        find_s=best_seconds(lambda: find_only(data), repeat),
+        literals=len(literals),
+        yara_hits=[h.signature for h in signatures.judge_bytes(data)],
+        python_hits=python_side(data),
+    )
+
+
+def rows(table: Table, mb: int = 64, repeat: int = 3) -> None:
+    """The figures as rows of ``make bench``'s table."""
+    f = measure(mb, repeat, [Path(p) for p in Config().match.signatures])
+    section = f"match: {f.mib:.0f} MiB of real binaries, {f.signatures} bundled signatures"
+    yara, python = f.mib / f.yara_s, f.mib / f.python_s
+    table.add(Row(section, "Python: bytes.find + re.search per signature", f"{python:.1f} MiB/s"))
+    table.add(Row(section, f"  its {f.literals} bytes.find alone", f"{f.mib / f.find_s:.1f} MiB/s"))
+    table.add(Row(section, "YARA-X: one scan of all signatures", f"{yara:.1f} MiB/s",
+                  "Python", f"{yara / python:.1f}x"))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.match_throughput")
     parser.add_argument("--mb", type=int, default=64, help="size of the binary in MiB")
@@ -89,25 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signatures", nargs="+", help="agent-smith JSON files (default: bundled)")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in (args.signatures or Config().match.signatures)]
-    signatures = load_signatures(paths)
-    parsed = [s for p in paths for s in parse_agent_smith(p.read_bytes(), str(p)).signatures]
-    data = make_data(args.mb << 20)
-    python_side = baseline(parsed)
-
-    yara_hits = [h.signature for h in signatures.judge_bytes(data)]
-    python_hits = python_side(data)
-    yara_s = best_seconds(lambda: signatures.judge_bytes(data), args.repeat)
-    python_s = best_seconds(lambda: python_side(data), args.repeat)
-
-    mb = len(data) / (1 << 20)
-    literals = [s for s in parsed if not s.regexp]
-    find_only = baseline(literals)
-    find_s = best_seconds(lambda: find_only(data), args.repeat)
-    print(f"data: {mb:.0f} MiB of real binaries, {len(parsed)} signatures, {len(paths)} file(s)")
-    print(f"YARA-X, one scan of all signatures:  {mb / yara_s:8.1f} MiB/s  hits {yara_hits}")
-    print(f"Python, bytes.find + re.search each: {mb / python_s:8.1f} MiB/s  hits {python_hits}")
-    print(f"  its {len(literals)} bytes.find alone:          {mb / find_s:8.1f} MiB/s")
-    print(f"ratio YARA-X / Python: {python_s / yara_s:.1f}")
+    f = measure(args.mb, args.repeat, paths)
+    print(f"data: {f.mib:.0f} MiB of real binaries, {f.signatures} signatures, {f.files} file(s)")
+    print(f"YARA-X, one scan of all signatures:  {f.mib / f.yara_s:8.1f} MiB/s  hits {f.yara_hits}")
+    print(
+        f"Python, bytes.find + re.search each: {f.mib / f.python_s:8.1f} MiB/s  "
+        f"hits {f.python_hits}"
+    )
+    print(f"  its {f.literals} bytes.find alone:          {f.mib / f.find_s:8.1f} MiB/s")
+    print(f"ratio YARA-X / Python: {f.python_s / f.yara_s:.1f}")
     return 0
 
 
