@@ -3,6 +3,7 @@
 bench/README.md says what each figure is, what was found profiling, and which targets hold.
 """
 
+import os
 import sys
 
 from bench import burst, latency, match_throughput, scan_cost, stall
@@ -18,11 +19,16 @@ BURST_VARIANTS = {
 
 def main() -> int:
     table = Table()
+    load = os.getloadavg()[0]
     kernel_per_fd = scan_cost.run(table)
     latency.run(table, kernel_per_fd)
     stall.run(table)
     burst.run(table, BURST_VARIANTS)
     match_throughput.rows(table)
+    sys.stdout.write(
+        f"procsmith bench: {os.cpu_count()} CPUs, load average {load:.2f} at the start and "
+        f"{os.getloadavg()[0]:.2f} at the end (other work on this machine shows in every figure)\n"
+    )
     table.print()
     return 0
 

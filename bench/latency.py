@@ -22,8 +22,10 @@ from bench.runs import (
     MINER_ARGV0,
     Findings,
     StageMemory,
+    cpu_seconds_of,
     pipeline_env,
     pipeline_memory,
+    pipeline_processes,
     wait_rounds,
 )
 from bench.sleepers import Sleepers
@@ -78,12 +80,16 @@ def measure(interval: float, workdir: Path) -> tuple[Latency, list[StageMemory]]
         argv = ["python3", "-c", _SPAWNER, str(report), str(SAMPLES), str(RATE), sleep]
         spawner = SimNode("spawner", [*argv, MINER_ARGV0], executable=sys.executable)
         with SimulatedTree(workspace([spawner], workspace_id="bench-latency")):
-            deadline = time.monotonic() + 3 * SAMPLES / RATE
+            processes = pipeline_processes(pipe)
+            cpu_before, since = cpu_seconds_of(processes), time.monotonic()
+            deadline = since + 3 * SAMPLES / RATE
             while len(started := spawned(report)) < SAMPLES and time.monotonic() < deadline:
                 findings.poll()
                 time.sleep(0.005)
             findings.wait(set(started), timeout=3 * interval + 5)
-            memory = pipeline_memory(pipe)
+            cpu_after, window = cpu_seconds_of(processes), time.monotonic() - since
+            cpu = {k: (cpu_after[k] - cpu_before[k]) / window for k in processes}
+            memory = pipeline_memory(pipe, cpu)
     seen = {pid: findings.first_seen[pid] - t for pid, t in started.items()
             if pid in findings.first_seen}  # fmt: skip
     return Latency(interval, sorted(seen.values()), len(started) - len(seen)), memory
@@ -111,14 +117,18 @@ def report_latency(table: Table, lat: Latency) -> None:
 
 
 def report_memory(table: Table, memory: list[StageMemory], kernel_per_fd: float | None) -> None:
-    section = "5. memory of the default pipeline (real /proc, 2,000 extra processes, 2 s interval)"
+    section = (
+        "5. memory of the default pipeline (real /proc, 2,000 extra processes, 2 s interval, "
+        f"{RATE:g} new processes/s); CPU is the share of one core meanwhile"
+    )
     for m in memory:
         extra = f"; {m.stat_fds:,} stat fds kept" if m.stat_fds else ""
-        table.add(Row(section, f"{m.label}: RSS {m.rss / 2**20:.1f} MiB{extra}",
+        table.add(Row(section, f"{m.label}: RSS {m.rss / 2**20:.1f} MiB, CPU {m.cpu:.1%}{extra}",
                       f"PSS {m.pss / 2**20:.1f} MiB"))  # fmt: skip
     pss = sum(m.pss for m in memory)
     table.add(Row(section, f"whole pipeline ({len(memory)} processes): RSS "
-                  f"{sum(m.rss for m in memory) / 2**20:.1f} MiB",
+                  f"{sum(m.rss for m in memory) / 2**20:.1f} MiB, "
+                  f"CPU {sum(m.cpu for m in memory):.1%}",
                   f"PSS {pss / 2**20:.1f} MiB", "120 MiB", f"{pss / PSS_TARGET:.2f}x",
                   "<= 1.0x", pss <= PSS_TARGET))  # fmt: skip
     fds = sum(m.stat_fds for m in memory)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -93,12 +93,33 @@ class StageMemory:
     rss: int  # bytes
     pss: int
     stat_fds: int  # descriptors open on /proc/*/stat (the scan's kept ones)
+    cpu: float = 0.0  # share of one core over the run's sampling window
 
 
-def pipeline_memory(pipe: Pipeline) -> list[StageMemory]:
-    """RSS and PSS (smaps_rollup) of the supervisor and each stage process."""
-    procs = {"supervisor": pipe.pid, **children_of(pipe.pid)}
-    return [_memory(label, pid) for label, pid in sorted(procs.items())]
+def pipeline_processes(pipe: Pipeline) -> dict[str, int]:
+    """label → pid of the supervisor and each stage process."""
+    return {"supervisor": pipe.pid, **children_of(pipe.pid)}
+
+
+def cpu_seconds_of(pids: dict[str, int]) -> dict[str, float]:
+    """User and system CPU seconds each process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for label, pid in pids.items():
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        out[label] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime (14, 15)
+    return out
+
+
+def pipeline_memory(pipe: Pipeline, cpu: dict[str, float] | None = None) -> list[StageMemory]:
+    """RSS and PSS (smaps_rollup) of the supervisor and each stage process, with ``cpu``
+    (label → share of a core) where given."""
+    procs = pipeline_processes(pipe)
+    return [
+        replace(_memory(label, pid), cpu=(cpu or {}).get(label, 0.0))
+        for label, pid in sorted(procs.items())
+    ]
 
 
 def _memory(label: str, pid: int) -> StageMemory:
