@@ -196,19 +196,26 @@ class ShardReader:
                     raise
 
     def _read_new(self, pid: int) -> RawProcess | None:
+        """A process not read before. Its stat descriptor is not kept yet: only one still
+        there next round gets one (most processes on a busy node live less than a round,
+        and a kept descriptor's first read costs the kernel a fresh buffer)."""
         base = f"{self.proc_root}/{pid}/"
         try:
-            fd = self._retry(os.open, base + "stat", OPEN_FLAGS)
+            data = self._retry(read_stat, base + "stat")
         except OSError as err:
             self._skipped[skip_reason(err)] += 1
             return None
+        return self._complete(pid, base, -1, data)
+
+    def _open_stat(self, path: str) -> tuple[bytes, int]:
+        """The stat line, and its descriptor if the budget allows keeping it (else -1)."""
+        fd = os.open(path, OPEN_FLAGS)
         try:
             data = os.read(fd, STAT_READ)
-        except OSError as err:
+        except OSError:
             os.close(fd)
-            self._skipped[skip_reason(err)] += 1
-            return None
-        return self._complete(pid, base, self._fds.keep(fd), data)
+            raise
+        return data, self._fds.keep(fd)
 
     def _refresh(self, pid: int, entry: Known, data: bytes | None) -> RawProcess | None:
         """A process read before whose stat line changed, is due for a full re-read, or has
@@ -217,7 +224,7 @@ class ShardReader:
         base = f"{self.proc_root}/{pid}/"
         if entry.fd < 0:
             try:
-                data = self._retry(read_stat, base + "stat")
+                data, entry.fd = self._retry(self._open_stat, base + "stat")
             except OSError:
                 data = None
         if data is None:

@@ -65,13 +65,15 @@ def test_a_reused_pid_is_read_afresh_not_through_the_old_descriptor() -> None:
     proc = subprocess.Popen([SLEEP, "86400"])
     try:
         reader = ShardReader("/proc", Tally())
-        assert any(p.pid == proc.pid for p in reader.read(1).procs)
+        reader.read(1)
+        assert any(p.pid == proc.pid for p in reader.read(2).procs)
         entry = reader._known[proc.pid]
+        assert entry.fd >= 0  # kept from its second round on
         proc.kill()
         proc.wait()
         with pytest.raises(ProcessLookupError):
             os.pread(entry.fd, 4096, 0)
-        assert all(p.pid != proc.pid for p in reader.read(2).procs)
+        assert all(p.pid != proc.pid for p in reader.read(3).procs)
         assert proc.pid not in reader._known
         reader.close()
     finally:

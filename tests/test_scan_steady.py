@@ -95,12 +95,13 @@ def test_a_fake_tree_file_replaced_is_seen_at_the_next_full_read(tree: FakeProcf
     """A plain file's kept descriptor follows that file only; a fake tree that replaces a
     process's files rather than rewriting them is read again by path at its next full read.
     (A procfs descriptor fails as soon as its process is gone: no such delay there.)"""
-    reader = ShardReader(str(tree.root), Tally(), recheck_every=2, entropy=latest)
+    reader = ShardReader(str(tree.root), Tally(), recheck_every=4, entropy=latest)
     reader.read(1)
+    reader.read(2)  # its stat descriptor is kept from the second round on
     replace(tree, 20)
-    assert by_pid(reader.read(2).procs)[20].starttime == 1020  # next full read: round 1 + 2
-    assert by_pid(reader.read(3).procs)[20].starttime == 777
-    assert reader.read(4).procs == ShardReader(str(tree.root), Tally()).read(1).procs
+    starttimes = [by_pid(reader.read(r).procs)[20].starttime for r in (3, 4, 5)]
+    assert starttimes == [1020, 1020, 777]  # the full read: 4 rounds after round 1
+    assert reader.read(6).procs == ShardReader(str(tree.root), Tally()).read(1).procs
 
 
 def test_unchanged_processes_are_the_same_records(tree: FakeProcfs) -> None:
@@ -149,10 +150,12 @@ def test_vanished_processes_are_forgotten_with_their_descriptors(tree: FakeProcf
     before = open_fds()
     reader = ShardReader(str(tree.root), Tally())
     reader.read(1)
+    assert len(reader) == 13 and open_fds() == before  # kept from a process's second round
+    reader.read(2)
     assert len(reader) == 13 and open_fds() == before + 13
     for pid in range(20, 30):
         tree.remove(pid)
-    reader.read(2)
+    reader.read(3)
     assert len(reader) == 3 and open_fds() == before + 3
     reader.close()
     assert len(reader) == 0 and open_fds() == before
@@ -162,11 +165,12 @@ def test_descriptors_kept_are_bounded_and_the_rest_still_read(tree: FakeProcfs) 
     before = open_fds()
     bounded = ShardReader(str(tree.root), Tally(), keep_open=4)
     unbounded = ShardReader(str(tree.root), Tally())
-    assert bounded.read(1).procs == unbounded.read(1).procs
+    for round_id in (1, 2):
+        assert bounded.read(round_id).procs == unbounded.read(round_id).procs
     assert open_fds() == before + 4 + 13
     tree.add(25, 11, ["job", "25"], exe="xmrig")
     tree.add(26, 10, ["job", "26"], exe="job")
-    assert bounded.read(2).procs == unbounded.read(2).procs
+    assert bounded.read(3).procs == unbounded.read(3).procs
     bounded.close()
     unbounded.close()
     assert open_fds() == before
