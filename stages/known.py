@@ -1,15 +1,16 @@
 """What a scan shard remembers of a process between rounds, and the open files it may keep.
 
 A process already read is, on later rounds, only checked: its stat line is read again
-(through a file descriptor kept open, where the budget allows) and compared with the last
-one. cmdline, the executable's identity and the record are re-used while the stat line says
-the process has not exec'd (``stages.procfs.exec_marks``), and re-read in full at a random
-round at most ``recheck_every`` rounds after the last full read in any case.
+(from its second round on through a file descriptor kept open, where the budget allows) and
+compared with the last one. cmdline, the executable's identity and the record are re-used
+while the stat line says the process has not exec'd (``stages.procfs.exec_marks``); every
+``recheck_every`` rounds they are read again in any case (``stages.scan.ShardReader``).
 
 A kept descriptor of a procfs ``<pid>/stat`` is bound to that process, not to its number:
 once the process is reaped, reading it fails with ESRCH, so a reused pid can never be
 mistaken for the process read before. A kept descriptor of a plain file (a fake tree) only
-follows that file, so one unlinked or replaced since is noticed by its link count.
+follows that file; one replaced since (rather than rewritten) is noticed at the process's
+next full read, which compares the descriptor with the file at its path.
 
 Each kept descriptor costs the kernel about 4 KiB (procfs allocates a page-sized buffer at
 the first read and holds it until close), so how many are kept is bounded by ``keep_open``

@@ -66,10 +66,10 @@ class ShardReader:
     is returned again, with ppid updated if the process was re-parented. A full re-read
     happens when the stat line shows an exec (or a new process under the same pid), on every
     round for ring1 candidates, and for every process every ``recheck_every`` rounds (its
-    phase random). That bound is the whole residual window for an
-    exec the stat line cannot show (bench/README.md, "steady state"): a process that turned
-    off address randomisation and execs a program of identical layout, name and argument
-    sizes keeps its old record until then. ``recheck_every=1`` reads everything every round.
+    phase random). That period bounds the residual window for an exec the stat line cannot
+    show (bench/README.md, "The steady state"): a process that turned off address
+    randomisation and execs a program of identical layout, name and argument sizes keeps its
+    old record until then. ``recheck_every=1`` reads everything every round.
     """
 
     def __init__(
@@ -97,7 +97,7 @@ class ShardReader:
         # A kept procfs descriptor fails once its process is gone. A plain file's (a fake
         # tree) follows only the file it was opened on: one replaced rather than rewritten
         # is seen at the process's next full read, which checks it against its path.
-        self._reopen = not is_procfs(self.proc_root)
+        self._plain_files = not is_procfs(self.proc_root)
         self._fds = KeptDescriptors(keep_open)
         self._known: dict[int, Known] = {}
         self._reads = 0
@@ -239,7 +239,7 @@ class ShardReader:
 
     def _reread(self, pid: int, base: str, entry: Known, data: bytes) -> RawProcess | None:
         """A full read: due, or the stat line shows an exec (or a new process)."""
-        if self._reopen and not _same_file(entry.fd, base + "stat"):
+        if self._plain_files and not _same_file(entry.fd, base + "stat"):
             self._forget(pid)  # a fake tree's file replaced since it was opened
             return self._read_new(pid)
         if data == entry.stat and entry.due:
