@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import TracebackType
 
 SLEEP_SECONDS = 900
 _HELPER = """
@@ -71,10 +70,5 @@ class Sleepers:
             time.sleep(0.02)
         raise RuntimeError(f"process group {helper.pid} outlived SIGKILL")
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._end()
