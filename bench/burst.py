@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.runs import MINER_ARGV0, Findings, pipeline_env, wait_rounds
+from bench.runs import MINER_ARGV0, Findings, pipeline_env, scrape, wait_rounds
 from bench.table import Row, Table
 from tests.fakeproc import FakeProcfs
 from tests.harness import Pipeline
@@ -58,7 +58,7 @@ def burst(label: str, workdir: Path, **config: str) -> Burst:
         for name in os.listdir(stage.root):
             os.rename(stage.root / name, live.root / name)
         all_judged = findings.wait(want, DEADLINE, every=0.02)
-        after = pipe.metrics()
+        after = scrape(pipe)
     judged = want & findings.first_seen.keys()
     dropped = "procsmith_stage_records_dropped_total"
     return Burst(

@@ -76,11 +76,22 @@ class Findings:
         return pids <= self.first_seen.keys()
 
 
+def scrape(pipe: Pipeline, attempts: int = 20) -> Metrics:
+    """The pipeline's metrics. A scrape that fails is tried again: the supervisor's endpoint
+    has been seen to close a connection without answering while its stages were starting."""
+    for _ in range(attempts - 1):
+        try:
+            return pipe.metrics()
+        except OSError:  # URLError, RemoteDisconnected, ConnectionResetError
+            time.sleep(0.1)
+    return pipe.metrics()
+
+
 def wait_rounds(pipe: Pipeline, n: float, timeout: float = 60.0) -> Metrics:
     """Wait until ``n`` rounds have reached the filter; the metrics then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        m = pipe.metrics()
+        m = scrape(pipe)
         if m.get("procsmith_rounds_total") >= n:
             return m
         time.sleep(0.05)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.floors import cpu_seconds
-from bench.runs import MINER_ARGV0, pipeline_env, wait_rounds
+from bench.runs import MINER_ARGV0, pipeline_env, scrape, wait_rounds
 from bench.table import Row, Table, ratio
 from pipeline.config import Config
 from pipeline.local import LocalDetector
@@ -73,7 +73,7 @@ def round_rate(root: Path, workdir: Path, delay: float) -> RoundRate:
     with Pipeline(root, env) as pipe:
         start = wait_rounds(pipe, 8)  # the first round's flood is being judged (or queued)
         time.sleep(WINDOW)
-        end = pipe.metrics()
+        end = scrape(pipe)
     completed = "procsmith_round_completed_timestamp_seconds"
     rounds = end.get("procsmith_rounds_total") - start.get("procsmith_rounds_total")
     seconds = end.get(completed) - start.get(completed)
