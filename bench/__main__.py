@@ -5,6 +5,8 @@ bench/README.md says what each figure is, what was found profiling, and which ta
 
 import os
 import sys
+import time
+from collections.abc import Callable
 
 from bench import burst, latency, match_throughput, scan_cost, stall
 from bench.table import Table
@@ -17,14 +19,23 @@ BURST_VARIANTS = {
 }
 
 
+def timed(name: str, part: Callable[[], object]) -> object:
+    start = time.monotonic()
+    result = part()
+    sys.stderr.write(f"bench: {name} took {time.monotonic() - start:.0f} s\n")
+    return result
+
+
 def main() -> int:
     table = Table()
     load = os.getloadavg()[0]
+    start = time.monotonic()
     kernel_per_fd = scan_cost.run(table)
-    latency.run(table, kernel_per_fd)
-    stall.run(table)
-    burst.run(table, BURST_VARIANTS)
-    match_throughput.rows(table)
+    sys.stderr.write(f"bench: scan cost took {time.monotonic() - start:.0f} s\n")
+    timed("latency and memory", lambda: latency.run(table, kernel_per_fd))
+    timed("stall-freedom", lambda: stall.run(table))
+    timed("burst", lambda: burst.run(table, BURST_VARIANTS))
+    timed("match throughput", lambda: match_throughput.rows(table))
     sys.stdout.write(
         f"procsmith bench: {os.cpu_count()} CPUs, load average {load:.2f} at the start and "
         f"{os.getloadavg()[0]:.2f} at the end (other work on this machine shows in every figure)\n"

@@ -34,7 +34,7 @@ from pipeline.simworkspace import SimNode, SimulatedTree, workspace
 from tests.harness import Pipeline
 
 SAMPLES = 120  # processes per interval: p99 is then the second-largest
-RATE = 5.0  # processes started per second, on average
+RATE = 8.0  # processes started per second, on average
 PSS_TARGET = 120 * 2**20
 SLEEPERS = 2000
 
