@@ -8,9 +8,10 @@ while the stat line says the process has not exec'd (``stages.procfs.exec_marks`
 
 A kept descriptor of a procfs ``<pid>/stat`` is bound to that process, not to its number:
 once the process is reaped, reading it fails with ESRCH, so a reused pid can never be
-mistaken for the process read before. A kept descriptor of a plain file (a fake tree) only
-follows that file; one replaced since (rather than rewritten) is noticed at the process's
-next full read, which compares the descriptor with the file at its path.
+mistaken for the process read before. A kept descriptor of a plain file (a fake tree) reads
+on after its file is removed, so there the reader checks its link count each round (a
+removed file: the process is gone, as procfs would say) and, at each full read, that it is
+still the file at its path (a directory moved aside).
 
 Each kept descriptor costs the kernel about 4 KiB (procfs allocates a page-sized buffer at
 the first read and holds it until close), so how many are kept is bounded by ``keep_open``
@@ -41,14 +42,17 @@ class Known(msgspec.Struct, gc=False):
 
     ``fd`` is the kept stat descriptor, or -1. ``due`` is the reader's round count at which
     the next full read is forced; 0 means on every round (ring1 candidates, whose environment
-    decides what a workspace is). A Struct without GC tracking: it is made for every process
-    and holds no cycles, so the collector need not walk tens of thousands of them.
+    decides what a workspace is). ``cut``: the record's cmdline was cut at its bound, which is
+    counted every round the record is returned, as when every round read it. A Struct without
+    GC tracking: it is made for every process and holds no cycles, so the collector need not
+    walk tens of thousands of them.
     """
 
     fd: int
     stat: bytes
     proc: RawProcess
     due: int
+    cut: bool = False
 
 
 def is_procfs(path: str) -> bool:

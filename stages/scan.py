@@ -95,8 +95,9 @@ class ShardReader:
         self._entropy = entropy
         self._jitter: Iterator[int] = iter(())
         # A kept procfs descriptor fails once its process is gone. A plain file's (a fake
-        # tree) follows only the file it was opened on: one replaced rather than rewritten
-        # is seen at the process's next full read, which checks it against its path.
+        # tree) reads on after its file is removed, so its link count is checked each round
+        # instead; a file moved aside (still linked) is caught at the next full read, which
+        # compares the descriptor with the file at its path.
         self._plain_files = not is_procfs(self.proc_root)
         self._fds = KeptDescriptors(keep_open)
         self._known: dict[int, Known] = {}
@@ -141,7 +142,8 @@ class ShardReader:
         pids = self._list(skipped)
         self._jitter = iter(memoryview(self._entropy(2 * len(pids))).cast("H"))
         procs: list[RawProcess] = []
-        known, reads, pread = self._known, self._reads, os.pread
+        known, reads, check_links = self._known, self._reads, self._plain_files
+        pread, fstat = os.pread, os.fstat
         for pid in pids:
             entry = known.get(pid)
             if entry is None:
@@ -151,10 +153,14 @@ class ShardReader:
                 if entry.fd >= 0:
                     try:
                         data = pread(entry.fd, STAT_READ, 0)
+                        if check_links and fstat(entry.fd).st_nlink == 0:
+                            data = None  # a fake tree's file removed, as procfs fails a dead one
                     except OSError:
                         data = None  # gone, or its pid names another process now
                     if data == entry.stat and reads < entry.due:
                         procs.append(entry.proc)  # the fast path: unchanged, not due
+                        if entry.cut:
+                            truncated["cmdline"] += 1
                         continue
                 proc = self._refresh(pid, entry, data)
             if proc is not None:
@@ -231,11 +237,9 @@ class ShardReader:
             self._forget(pid)
             return self._read_new(pid)  # whatever is listed under the pid now, read afresh
         due = self._reads >= entry.due
-        if data == entry.stat and not due:
-            return entry.proc
-        if due or exec_marks(data) != exec_marks(entry.stat):
-            return self._reread(pid, base, entry, data)
-        return self._same_process(pid, entry, data)
+        if not due and (data == entry.stat or exec_marks(data) == exec_marks(entry.stat)):
+            return self._same_process(pid, entry, data)
+        return self._reread(pid, base, entry, data)
 
     def _reread(self, pid: int, base: str, entry: Known, data: bytes) -> RawProcess | None:
         """A full read: due, or the stat line shows an exec (or a new process)."""
@@ -248,15 +252,19 @@ class ShardReader:
         return self._complete(pid, base, entry.fd, data)
 
     def _same_process(self, pid: int, entry: Known, data: bytes) -> RawProcess | None:
-        """A stat line that changed without an exec: the record stands, ppid updated."""
-        stat = None if len(data) > STAT_MAX_BYTES else parse_stat(data)
-        if stat is None:
-            self._forget(pid)
-            self._skipped["malformed_stat"] += 1
-            return None
-        entry.stat = data
-        if stat.ppid != entry.proc.ppid:  # re-parented: the same process, judged as before
-            entry.proc = msgspec.structs.replace(entry.proc, ppid=stat.ppid)
+        """No exec since the last read: the record stands (ppid updated if the stat line
+        changed and the process was re-parented)."""
+        if data != entry.stat:
+            stat = None if len(data) > STAT_MAX_BYTES else parse_stat(data)
+            if stat is None:
+                self._forget(pid)
+                self._skipped["malformed_stat"] += 1
+                return None
+            entry.stat = data
+            if stat.ppid != entry.proc.ppid:  # re-parented: the same process, judged as before
+                entry.proc = msgspec.structs.replace(entry.proc, ppid=stat.ppid)
+        if entry.cut:
+            self._truncated["cmdline"] += 1
         return entry.proc
 
     def _complete(self, pid: int, base: str, fd: int, data: bytes) -> RawProcess | None:
@@ -282,7 +290,7 @@ class ShardReader:
         proc = RawProcess(pid, stat.ppid, stat.starttime, stat.comm, cmdline, exe_dev, exe_ino, env)
         # ring1 candidates are due at once: their environment decides what a workspace is.
         phase = 1 + next(self._jitter, 0) % self._period
-        self._known[pid] = Known(fd, data, proc, 0 if ring1 else self._reads + phase)
+        self._known[pid] = Known(fd, data, proc, 0 if ring1 else self._reads + phase, cut)
         return proc
 
     def _recheck(self, pid: int, base: str, entry: Known) -> RawProcess | None:
@@ -294,12 +302,13 @@ class ShardReader:
             self._forget(pid)
             self._skipped[skip_reason(err)] += 1
             return None
-        if cut:
-            self._truncated["cmdline"] += 1
         cmdline = parse_cmdline(raw_cmdline)
         if is_ring1(cmdline):  # it turned into a ring1 candidate: its environment is needed
             del self._known[pid]
             return self._complete(pid, base, entry.fd, entry.stat)
+        if cut:
+            self._truncated["cmdline"] += 1
+        entry.cut = cut
         exe_dev, exe_ino = _exe_identity(base)
         proc = entry.proc
         if (cmdline, exe_dev, exe_ino) != (proc.cmdline, proc.exe_dev, proc.exe_ino):

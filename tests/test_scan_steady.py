@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from pipeline.meter import Tally
 from pipeline.schema import RawProcess
 from stages.procfs import exec_marks
@@ -66,6 +67,7 @@ CHANGES: dict[str, Change] = {
     "ring1 environment": lambda fs: fs.add(
         10, 1, RING1, env={"GITPOD_WORKSPACE_ID": "changed"}, exe="workspacekit"
     ),
+    "files removed and written anew": lambda fs: replace(fs, 20),
 }
 
 
@@ -91,14 +93,16 @@ def test_a_change_is_seen_in_the_next_round(tree: FakeProcfs, change: str, keep_
     reader.close()
 
 
-def test_a_fake_tree_file_replaced_is_seen_at_the_next_full_read(tree: FakeProcfs) -> None:
-    """A plain file's kept descriptor follows that file only; a fake tree that replaces a
-    process's files rather than rewriting them is read again by path at its next full read.
-    (A procfs descriptor fails as soon as its process is gone: no such delay there.)"""
+def test_a_fake_process_moved_aside_is_seen_at_the_next_full_read(tree: FakeProcfs) -> None:
+    """A plain file's kept descriptor follows that file: one removed is noticed at once (its
+    link count), one only moved aside (a fake process's directory renamed, a new one in its
+    place) at the process's next full read. A procfs descriptor fails as soon as its
+    process is gone: no such case there."""
     reader = ShardReader(str(tree.root), Tally(), recheck_every=4, entropy=latest)
     reader.read(1)
     reader.read(2)  # its stat descriptor is kept from the second round on
-    replace(tree, 20)
+    (tree.root / "20").rename(tree.root.parent / "aside-20")
+    tree.add(20, 11, ["again"], starttime=777)
     starttimes = [by_pid(reader.read(r).procs)[20].starttime for r in (3, 4, 5)]
     assert starttimes == [1020, 1020, 777]  # the full read: 4 rounds after round 1
     assert reader.read(6).procs == ShardReader(str(tree.root), Tally()).read(1).procs
@@ -192,6 +196,20 @@ def test_out_of_descriptors_the_reader_gives_back_its_own(tree: FakeProcfs) -> N
     for scan in scans:
         assert (scan.procs, scan.skipped) == (expected.procs, {})
     assert reader.open_descriptors < 73
+    reader.close()
+
+
+def test_every_round_counts_the_same_skips_and_cuts(tree: FakeProcfs) -> None:
+    """A remembered record whose cmdline was cut is counted every round it is returned, as
+    when every round read it; a process that cannot be read is counted every round too."""
+    tree.add(40, 11, ["x" * 300, "long"])
+    tree.add(41, 11, stat=b"garbage")
+    tally = Tally()
+    reader = ShardReader(str(tree.root), tally, cmdline_max_bytes=100, recheck_every=3)
+    scans = [reader.read(r) for r in range(1, 11)]  # re-reads, fast paths and fds opened
+    assert all(scan.skipped == {"malformed_stat": 1} for scan in scans)
+    assert tally.get(SCAN_TRUNCATED, file="cmdline") == 10
+    assert tally.get(SCAN_SKIPPED, reason="malformed_stat") == 10
     reader.close()
 
 
