@@ -82,6 +82,13 @@ def cmd_tap(args: argparse.Namespace) -> int:
     return run_tap_client(_config(args), args.stages)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo  # noqa: PLC0415
+
+    _config(args)  # a bad --config is refused here, before anything is started
+    return run_demo(args.config)
+
+
 def _shard(text: str) -> tuple[int, int]:
     k, sep, n = text.partition("/")
     if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n) <= 64):
@@ -136,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--proc-root", metavar="DIR", help=proc_root_help)
     tap = command("tap", cmd_tap, "print what stages emit, as JSON lines, until interrupted")
     tap.add_argument("stages", nargs="*", metavar="STAGE", help="stages to watch (default: all)")
+    command(
+        "demo",
+        cmd_demo,
+        "a simulated workspace with a harmless stand-in miner on this node, detected end to end",
+    )
     add_match_commands(sub)
     return parser
 

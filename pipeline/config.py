@@ -5,7 +5,8 @@ file (or variable), the key and the reason. The defaults here are the bundled
 ``config/procsmith.toml``; a test keeps the two equal.
 
 Environment overrides: ``PROCSMITH_<KEY>`` for a top-level key and
-``PROCSMITH_<SECTION>__<KEY>`` for a key of a section, e.g. ``PROCSMITH_SCAN__INTERVAL=1s``.
+``PROCSMITH_<SECTION>__<KEY>`` for a key of a section, e.g. ``PROCSMITH_SCAN__INTERVAL=1s``
+(deeper tables likewise: ``PROCSMITH_ENFORCE__PENALTIES__VERY=kill-process``).
 A value is read as a TOML value where it is one (``2000``, ``true``, ``["a", "b"]``) and as a
 string otherwise (``1s``, ``/host/proc``).
 """
@@ -210,7 +211,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(path) > 2 or not all(path):
+        if not all(path):
             raise ConfigError(f"environment {name}: expected PROCSMITH_<SECTION>__<KEY>")
         target = data
         for part in path[:-1]:
