@@ -105,6 +105,8 @@ class TransportConfig(_Section, frozen=True):
     # How long closing sockets may take to flush, and a stopping stage may drain its input.
     linger: Duration = Duration(1.0)
     drain: Duration = Duration(0.5)
+    # How long match waits for room in the next stage's queue before it gives a record up.
+    send_timeout: Duration = Duration(2.0)
 
 
 class SupervisorConfig(_Section, frozen=True):

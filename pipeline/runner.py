@@ -70,6 +70,10 @@ class StageLoop:
             for ep in sorted(set(wiring.routes.values()))
         }
         self.routes = {kind: by_endpoint[ep] for kind, ep in wiring.routes.items()}
+        self.send_flags = 0 if wiring.waits else zmq.NOBLOCK
+        if wiring.waits:
+            for s in by_endpoint.values():
+                s.setsockopt(zmq.SNDTIMEO, int(config.transport.send_timeout * 1000))
         self.tap = sock(zmq.PUB, "tap-in", bind=False)
 
     def wait_for_peers(self, inbox: SignalInbox, budget: float = PEER_WAIT) -> None:
@@ -140,16 +144,25 @@ class StageLoop:
         self._refused += 1
 
     def emit(self, records: Sequence[Record]) -> None:
+        """Send each record on its route, in order, and publish it on the tap.
+
+        On a stage whose sends wait, a record that still finds no room ends the batch: what
+        follows depends on it (match's verdict acknowledges the finding before it), so the
+        process goes unacknowledged and the filter offers it again.
+        """
         now = time.time()
-        for record in records:
+        for n, record in enumerate(records):
             payload = self.codec.encode(record)
             out = self.routes.get(type(record))
             if out is not None:
                 try:
-                    out.send(payload, zmq.NOBLOCK)
+                    out.send(payload, self.send_flags)
                 except zmq.Again:
                     self.meter.inc(RECORDS_DROPPED, stage=self.name)
                     self.stage.dropped(record, now)
+                    if self.send_flags == 0:
+                        self.meter.inc(RECORDS_DROPPED, len(records) - n - 1, stage=self.name)
+                        return
                 else:
                     self.meter.inc(RECORDS_OUT, stage=self.name)
                     self.stage.sent(record, now)

@@ -6,6 +6,11 @@
 Stable stages bind their input; scaled stages connect everything, so the endpoint feeding a
 scaled stage (``match``) is bound by its one producer. Records are routed by type, which is how
 match sends findings on to enforce and verdicts back to filter.
+
+Upstream of match nothing ever waits: a full queue drops the record, which is counted and
+offered again next round (D7). match itself is the slow stage, and what it emits must not be
+lost (a finding; the verdict that completes a handover), so its sends wait for room, up to
+``transport.send_timeout``. The filter never waits, so this cannot deadlock.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class StageWiring:
     input: str | None  # the endpoint it pulls from; None for a source
     routes: dict[type, str]  # record type → endpoint it is pushed to
     scaled: bool = False
+    waits: bool = False  # sends wait for room (bounded) instead of dropping
 
 
 WIRING: dict[str, StageWiring] = {
@@ -33,7 +39,9 @@ WIRING: dict[str, StageWiring] = {
         StageWiring("tree", "tree", {Round: "classify"}),
         StageWiring("classify", "classify", {Workloads: "filter"}),
         StageWiring("filter", "filter", {Process: "match"}),
-        StageWiring("match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True),
+        StageWiring(
+            "match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True, waits=True
+        ),
         StageWiring("enforce", "enforce", {}),
     )
 }

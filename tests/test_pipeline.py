@@ -222,3 +222,30 @@ def test_sigint_stops_too(tmp_path: Path) -> None:
     wait_until("all stages", lambda: len(pipe.children()) == 9, log=pipe.log)
     assert pipe.stop(signal.SIGINT) == 0
     assert not [p for p in pipe.child_pids if stat_of(p) is not None]
+
+
+def test_a_finding_made_while_enforce_is_down_is_not_lost(tmp_path: Path) -> None:
+    """match waits for room (send_timeout), then leaves the process unacknowledged; the
+    filter offers it again after ack_timeout, and the finding reaches enforce once it is back."""
+    fs = FakeProcfs(tmp_path / "proc", atomic=True)
+    fs.add(1, 0, ["/sbin/init"])
+    fs.workspace(10, 11)
+    env = {
+        "PROCSMITH_TRANSPORT__SEND_TIMEOUT": "100ms",
+        "PROCSMITH_FILTER__ACK_TIMEOUT": "1s",
+        "PROCSMITH_FILTER__MAX_ATTEMPTS": "20",
+        "PROCSMITH_SUPERVISOR__BACKOFF_INITIAL": "3s",
+    }
+    with Pipeline(fs.root, env) as pipe:
+        os.kill(pipe.child("enforce/0"), signal.SIGKILL)
+        wait_until("enforce down", lambda: "enforce/0" not in pipe.children(), log=pipe.log)
+        fs.add(20, 11, ["./xmrig", "-o", "pool.example.invalid:3333"])
+        wait_until(
+            "match to give the finding up",
+            lambda: pipe.metrics().get("procsmith_stage_records_dropped_total", stage="match"),
+            log=pipe.log,
+        )
+        line = wait_until("the finding", pipe.out.read_bytes, log=pipe.log)
+        finding = orjson.loads(line.splitlines()[0])
+        assert (finding["process"]["pid"], finding["classifier"]) == (20, "commandline")
+        assert pipe.metrics().get("procsmith_filter_retries_total") >= 1
