@@ -61,6 +61,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_addr(args.metrics_addr)
     if args.name == HUB:
+        from pipeline.preflight import preflight  # noqa: PLC0415
+
+        preflight(config, [])  # the run directory
         return run_taphub(config)
     if args.name not in STAGE_NAMES:
         raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {HUB}")

@@ -119,6 +119,9 @@ class SupervisorConfig(_Section, frozen=True):
     # How long a stop (SIGTERM) may take before what is left is killed.
     stop_timeout: Duration = Duration(4.0)
 
+    def __post_init__(self) -> None:
+        parse_addr(self.metrics_addr)  # ValueError names the problem
+
 
 class MatchConfig(_Section, frozen=True):
     """Signature matching. ``signatures`` are agent-smith JSON or YARA (``.yar``) files; a

@@ -22,10 +22,11 @@ from pipeline.catalog import RECORDS_DROPPED, RECORDS_IN, RECORDS_OUT, RECORDS_R
 from pipeline.config import Config
 from pipeline.meter import Meter
 from pipeline.metrics import PromMeter, serve_in_thread
+from pipeline.preflight import Prepared, preflight
 from pipeline.schema import Record
 from pipeline.signals import STOP_SIGNALS, SignalInbox
 from pipeline.stage import Stage
-from pipeline.transport import Codec, Endpoints, ensure_run_dir, open_socket
+from pipeline.transport import Codec, Endpoints, open_socket
 from pipeline.wiring import WIRING, StageWiring, binder_of, binders, build_stage, replicas
 
 log = logging.getLogger("procsmith.runner")
@@ -191,18 +192,22 @@ def run_stage(
     *,
     metrics_addr: str | None = None,
     inbox: SignalInbox | None = None,
+    prepared: Prepared | None = None,
 ) -> int:
-    """Run one stage process until SIGTERM/SIGINT; returns its exit code."""
+    """Run one stage process until SIGTERM/SIGINT; returns its exit code.
+
+    ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
+    """
     wiring = WIRING[name]
+    if prepared is None:
+        prepared = preflight(config, [name])
     count = count if count is not None else replicas(name, config)
     inbox = inbox if inbox is not None else SignalInbox()
     meter = PromMeter()
     if metrics_addr:
         serve_in_thread(metrics_addr, meter.registry)
     endpoints = Endpoints(config.transport, binders())
-    if config.transport.kind == "ipc":
-        ensure_run_dir(endpoints.run_dir)
-    stage = build_stage(name, config, meter, index, count)
+    stage = build_stage(name, config, meter, index=index, count=count, prepared=prepared)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     loop = StageLoop(
         wiring,

@@ -16,11 +16,15 @@ lost (a finding; the verdict that completes a handover), so its sends wait for r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config
 from pipeline.meter import Meter
 from pipeline.schema import Finding, Judged, Process, Round, ShardScan, Workloads
 from pipeline.stage import Stage
+
+if TYPE_CHECKING:
+    from pipeline.preflight import Prepared
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ def replicas(name: str, config: Config) -> int:
     return 1
 
 
-def build_stage(name: str, config: Config, meter: Meter, index: int, count: int) -> Stage:
+def build_stage(
+    name: str, config: Config, meter: Meter, *, index: int, count: int, prepared: Prepared
+) -> Stage:
     """The logic object of one stage process (``index`` of ``count`` replicas)."""
     # Imported here so that `procsmith tap` and the supervisor's own code stay light.
     from stages import classify, enforce, filter, match, scan, tree  # noqa: PLC0415
@@ -103,7 +109,8 @@ def build_stage(name: str, config: Config, meter: Meter, index: int, count: int)
             max_attempts=config.filter.max_attempts,
         )
     if name == "match":
-        return match.MatchStage(config, meter)
+        assert prepared.signatures is not None  # noqa: S101 - preflight loads them for match
+        return match.MatchStage(config, meter, prepared.signatures)
     if name == "enforce":
         return enforce.EnforceStage(config, meter)
     raise KeyError(f"no stage named {name!r}; stages are {', '.join(STAGE_NAMES)}")

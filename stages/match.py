@@ -17,7 +17,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NamedTuple
 
 from pipeline.catalog import (
@@ -37,7 +36,6 @@ from stages.signatures import (
     Identity,
     SignatureSet,
     Unjudgeable,
-    load_signatures,
     most_severe_first,
 )
 from stages.signatures.exefile import open_regular, read_prefix
@@ -142,10 +140,10 @@ class MatchStage(Stage):
 
     accepts = (Process,)
 
-    def __init__(self, config: Config, meter: Meter) -> None:
+    def __init__(self, config: Config, meter: Meter, signatures: SignatureSet) -> None:
         m = config.match
         self.matcher = Matcher(
-            load_signatures([Path(p) for p in m.signatures]),
+            signatures,
             meter,
             max_exe_bytes=m.max_exe_bytes,
             cache_size=m.cache_size,
