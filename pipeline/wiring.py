@@ -1,15 +1,17 @@
 """The shape of the pipeline: which stage reads which endpoint and where its records go.
 
     scan (N) -ShardScan-> tree -Round-> classify -Workloads-> filter -Process-> match (M)
-    match -Finding-> enforce;  match -Judged-> filter (the verdict acknowledges the process)
+    match -Finding-> enforce
+    match, enforce -Judged-> filter: the stage that finishes with a process acknowledges it
+    (match a clean one, enforce one with a finding once the finding is written out)
 
 Stable stages bind their input; scaled stages connect everything, so the endpoint feeding a
 scaled stage (``match``) is bound by its one producer. Records are routed by type, which is how
 match sends findings on to enforce and verdicts back to filter.
 
 Upstream of match nothing ever waits: a full queue drops the record, which is counted and
-offered again next round (D7). match itself is the slow stage, and what it emits must not be
-lost (a finding; the verdict that completes a handover), so its sends wait for room, up to
+offered again next round (D7). match and enforce emit what must not be lost (a finding; the
+verdict that completes a handover), so their sends wait for room, up to
 ``transport.send_timeout``. The filter never waits, so this cannot deadlock.
 """
 
@@ -46,7 +48,7 @@ WIRING: dict[str, StageWiring] = {
         StageWiring(
             "match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True, waits=True
         ),
-        StageWiring("enforce", "enforce", {}),
+        StageWiring("enforce", "enforce", {Judged: "filter"}, waits=True),
     )
 }
 STAGE_NAMES = tuple(WIRING)

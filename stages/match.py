@@ -1,7 +1,7 @@
 """The match stage's logic: judge a new process by its executable and its command line.
 
     matcher = Matcher(load_signatures(paths), meter, max_exe_bytes=..., cache_size=...)
-    records = matcher.judge(proc)  # [Judged] or [Finding, Judged]
+    records = matcher.judge(proc)  # [Judged], or [Finding] (enforce acknowledges it)
 
 The executable is read through ``<proc_root>/<pid>/exe``; its verdict is cached by
 (device, inode, size, mtime), so many processes of one binary cost one scan. Command-line
@@ -95,7 +95,9 @@ class Matcher:
             top = hits[0]
             self.meter.inc(MATCH_FINDINGS, level=top.level, classifier=top.classifier)
             finding = Finding(proc, top.signature, top.level, top.classifier, datetime.now(UTC))
-            return [finding, Judged(proc, "finding")]
+            # No verdict from here: enforce sends it once the finding is written out, so a
+            # finding lost with enforce leaves its process unacknowledged, to be offered again.
+            return [finding]
         outcome = "clean" if problem is None else _OUTCOME_OF_PROBLEM.get(problem, "error")
         return [Judged(proc, outcome)]
 

@@ -138,6 +138,14 @@ class Pipeline:
         self.child_pids |= set(kids.values())
         return kids
 
+    def wait_flowing(self, rounds: int = 2) -> None:
+        """Until rounds complete: every stage is up, bound and connected."""
+        wait_until(
+            f"{rounds} rounds",
+            lambda: self.metrics().get("procsmith_rounds_total") >= rounds,
+            log=self.log,
+        )
+
     def child(self, label: str) -> int:
         """The pid of one stage process, waiting for it (a fresh child names itself)."""
         pid: int = wait_until(f"{label} to run", lambda: self.children().get(label), log=self.log)

@@ -235,8 +235,10 @@ def test_a_finding_made_while_enforce_is_down_is_not_lost(tmp_path: Path) -> Non
         "PROCSMITH_FILTER__ACK_TIMEOUT": "1s",
         "PROCSMITH_FILTER__MAX_ATTEMPTS": "20",
         "PROCSMITH_SUPERVISOR__BACKOFF_INITIAL": "3s",
+        "PROCSMITH_SUPERVISOR__BACKOFF_MAX": "3s",
     }
     with Pipeline(fs.root, env) as pipe:
+        pipe.wait_flowing()
         os.kill(pipe.child("enforce/0"), signal.SIGKILL)
         wait_until("enforce down", lambda: "enforce/0" not in pipe.children(), log=pipe.log)
         fs.add(20, 11, ["./xmrig", "-o", "pool.example.invalid:3333"])
@@ -248,4 +250,28 @@ def test_a_finding_made_while_enforce_is_down_is_not_lost(tmp_path: Path) -> Non
         line = wait_until("the finding", pipe.out.read_bytes, log=pipe.log)
         finding = orjson.loads(line.splitlines()[0])
         assert (finding["process"]["pid"], finding["classifier"]) == (20, "commandline")
+        assert pipe.metrics().get("procsmith_filter_retries_total") >= 1
+
+
+def test_a_finding_lost_with_enforce_is_made_again(tmp_path: Path) -> None:
+    """enforce, not match, acknowledges a process with a finding, once the finding is written:
+    a finding that dies queued inside enforce leaves its process unacknowledged, so the
+    filter offers it again and the finding is made again."""
+    fs = FakeProcfs(tmp_path / "proc", atomic=True)
+    fs.add(1, 0, ["/sbin/init"])
+    fs.workspace(10, 11)
+    env = {"PROCSMITH_FILTER__ACK_TIMEOUT": "1s", "PROCSMITH_FILTER__MAX_ATTEMPTS": "20"}
+    with Pipeline(fs.root, env) as pipe:
+        pipe.wait_flowing()
+        enforce = pipe.child("enforce/0")
+        os.kill(enforce, signal.SIGSTOP)  # it takes nothing more off its queue
+        fs.add(20, 11, ["./xmrig", "-o", "pool.example.invalid:3333"])
+        wait_until(
+            "match to hand the finding to enforce",
+            lambda: pipe.metrics().get("procsmith_stage_records_out_total", stage="match"),
+            log=pipe.log,
+        )
+        os.kill(enforce, signal.SIGKILL)  # the finding dies in its queue
+        line = wait_until("the finding", pipe.out.read_bytes, log=pipe.log)
+        assert orjson.loads(line.splitlines()[0])["process"]["pid"] == 20
         assert pipe.metrics().get("procsmith_filter_retries_total") >= 1
