@@ -2,8 +2,9 @@
 
 Nothing here mines. The "miner" only holds the names and strings the bundled signatures look
 for (RandomX and CryptoNight function names, a stratum pool URL, stratum method names, an
-xmrig C++ namespace symbol); the clean program holds none. With ``--wait`` each sleeps until
-killed, so it can run as a process. ``procsmith demo`` and the tests compile them with gcc.
+xmrig C++ namespace symbol); the clean program holds none. With ``--wait`` as its first
+argument, or STANDIN_WAIT in its environment (for any argv), each sleeps until killed, so it
+can run as a process. ``procsmith demo`` and the tests compile them with gcc.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 MINER_C = r"""
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,7 +31,7 @@ int cryptonight_hash(int n) { return n * 7; }
 int _ZN5xmrig5Miner5startEv(int n) { return n - 1; }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--wait") == 0) {
+    if ((argc > 1 && strcmp(argv[1], "--wait") == 0) || getenv("STANDIN_WAIT")) {
         for (;;) pause();
     }
     printf("%s %s %s %s %d\n", pool_url, stratum_method, algorithm, donate_host,
@@ -41,13 +43,14 @@ int main(int argc, char **argv) {
 
 CLEAN_C = r"""
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 int compute_answer(int n) { return n * 6 + 36; }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--wait") == 0) {
+    if ((argc > 1 && strcmp(argv[1], "--wait") == 0) || getenv("STANDIN_WAIT")) {
         for (;;) pause();
     }
     printf("hello %d\n", compute_answer(argc));
