@@ -16,9 +16,16 @@ from collections.abc import Sequence
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from pipeline import exitcodes
-from pipeline.catalog import RECORDS_DROPPED, RECORDS_IN, RECORDS_OUT, RECORDS_REFUSED
+from pipeline.catalog import (
+    INPUT_DISCONNECTS,
+    RECORDS_DROPPED,
+    RECORDS_IN,
+    RECORDS_OUT,
+    RECORDS_REFUSED,
+)
 from pipeline.config import Config
 from pipeline.meter import Meter
 from pipeline.metrics import PromMeter, serve_in_thread
@@ -64,8 +71,12 @@ class StageLoop:
             return s
 
         self.input = None
+        self.monitor = None
         if wiring.input is not None:
             self.input = sock(zmq.PULL, wiring.input, bind=not wiring.scaled)
+            # ZeroMQ refuses a frame over MAXMSGSIZE by closing the sender's connection; the
+            # monitor is how that (and any other closed input connection) gets counted.
+            self.monitor = self.input.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         by_endpoint = {
             ep: sock(zmq.PUSH, ep, bind=binder_of(ep) == wiring.name)
             for ep in sorted(set(wiring.routes.values()))
@@ -99,6 +110,8 @@ class StageLoop:
         if self.input is not None:
             poller.register(self.input, zmq.POLLIN)
         poller.register(inbox.fd, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         while True:
             now = time.time()
             due = self.stage.next_tick(now)
@@ -111,7 +124,18 @@ class StageLoop:
                 break
             if self.input is not None and self.input in events:
                 self.receive(RECEIVE_BATCH)
+            if self.monitor is not None and self.monitor in events:
+                self.count_disconnects()
         self.drain()
+
+    def count_disconnects(self) -> None:
+        assert self.monitor is not None  # noqa: S101
+        while True:
+            try:
+                recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.meter.inc(INPUT_DISCONNECTS, stage=self.name)
 
     def receive(self, limit: int) -> int:
         """Take up to ``limit`` frames that are already queued; returns how many."""
@@ -179,6 +203,9 @@ class StageLoop:
         self.emit(self.stage.finish(time.time()))
 
     def close(self) -> None:
+        if self.input is not None and self.monitor is not None:
+            self.input.disable_monitor()
+            self.monitor.close(linger=0)
         for s in self.sockets:
             s.close()  # LINGER was set on each: queued frames get that long to leave
         self.stage.close()
