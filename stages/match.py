@@ -12,6 +12,7 @@ is reported the pid's starttime is read again: a pid that now names another proc
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -39,6 +40,8 @@ from stages.signatures import (
     most_severe_first,
 )
 from stages.signatures.exefile import open_regular, read_prefix
+
+log = logging.getLogger("procsmith.match")
 
 # Why an executable could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
@@ -155,4 +158,11 @@ class MatchStage(Stage):
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Process)  # noqa: S101 - the runner checks `accepts`
-        return self.matcher.judge(record)
+        records = self.matcher.judge(record)
+        if log.isEnabledFor(logging.DEBUG):
+            for r in records:
+                what = (
+                    r.outcome if isinstance(r, Judged) else f"finding {getattr(r, 'signature', '')}"
+                )
+                log.debug("verdict %d/%d: %s", record.pid, record.starttime, what)
+        return records
