@@ -118,7 +118,10 @@ class Supervisor:
             ) from None
         host, port = str(server.server_address[0]), int(server.server_address[1])
         log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
-        (self.run_dir / "metrics.addr").write_text(f"{host}:{port}\n")
+        # Written aside, then renamed: a reader never sees the file empty.
+        pending = self.run_dir / "metrics.addr.new"
+        pending.write_text(f"{host}:{port}\n")
+        pending.rename(self.run_dir / "metrics.addr")
         return server
 
     # -- children -------------------------------------------------------------------------

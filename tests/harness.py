@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 # Fast rounds for tests; every test can override any key.
@@ -41,6 +43,16 @@ def wait_until(
         time.sleep(0.05)
     tail = "" if log is None or not log.exists() else log.read_text()[-3000:]
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
+
+
+def without_file_capabilities() -> list[str]:
+    """A command prefix running a program as a root that file modes apply to: no
+    CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH. (The Python in use may be out of reach of any
+    other user, so changing user is no way to get a permission error.)"""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv(1) to drop file capabilities")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def short_run_dir() -> Path:
@@ -89,8 +101,14 @@ class Pipeline:
     """``procsmith run`` on ``proc_root``; use as a context manager. Leaving checks that it
     stops on SIGTERM with exit code 0 and leaves no child behind."""
 
-    def __init__(self, proc_root: Path | str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        proc_root: Path | str,
+        env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.proc_root = str(proc_root)
+        self.prefix = list(prefix)  # e.g. without_file_capabilities()
         self.run_dir = short_run_dir()
         self.log = self.run_dir / "log"
         self.out = self.run_dir / "stdout"
@@ -106,7 +124,12 @@ class Pipeline:
     def start(self) -> Pipeline:
         with self.log.open("wb") as err, self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                procsmith("run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"),
+                [
+                    *self.prefix,
+                    *procsmith(
+                        "run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"
+                    ),
+                ],
                 env=self.env,
                 stdout=out,
                 stderr=err,

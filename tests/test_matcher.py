@@ -26,6 +26,7 @@ from stages.match import Matcher
 from stages.signatures import SignatureSet, load_signatures
 from tests.elfbins import ElfBins
 from tests.fakeproc import FakeProcfs
+from tests.harness import without_file_capabilities
 from tests.sigfiles import sig, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,16 +281,6 @@ sys.stdout.buffer.write(orjson.dumps([out, denied]))
 """
 
 
-def _without_file_capabilities() -> list[str]:
-    """A command prefix running a program as a root that file modes apply to: no
-    CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH. (The Python in use may be out of reach of any
-    other user, so changing user is no way to get a permission error.)"""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv(1) to drop file capabilities")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
-
-
 def test_permission_denied_is_counted(tmp_path: Path, elf_bins: ElfBins) -> None:
     """An executable this process may not read: counted as denied; the argv is still judged."""
     fs = FakeProcfs(tmp_path / "proc")
@@ -299,7 +290,7 @@ def test_permission_denied_is_counted(tmp_path: Path, elf_bins: ElfBins) -> None
     sigs = write_config(tmp_path / "sigs.json", audit={"binaries": ["xmrig"]})
     result = subprocess.run(
         [
-            *_without_file_capabilities(),
+            *without_file_capabilities(),
             sys.executable,
             "-c",
             DENIED_SCRIPT,

@@ -84,6 +84,10 @@ def test_slow_match_never_stalls_rounds_and_loses_nothing(tmp_path: Path) -> Non
         "PROCSMITH_MATCH__REPLICAS": "1",
         "PROCSMITH_MATCH__DELAY": "50ms",
         "PROCSMITH_TRANSPORT__HWM": "5",
+        # With queues this small a verdict can find no room in time under load; it is then
+        # offered again after ack_timeout, which should not be the default minute here.
+        "PROCSMITH_FILTER__ACK_TIMEOUT": "2s",
+        "PROCSMITH_FILTER__MAX_ATTEMPTS": "50",
     }
     n = 200
     with Pipeline(fs.root, slow) as pipe, tapping(pipe, "match") as tap:
