@@ -67,11 +67,14 @@ def test_run_equals_once_on_real_proc() -> None:
         with SimulatedTree(workspace(users, workspace_id="ws-pipe")) as sim:
             want = {sim.pids[x] for x in ("a", "b", "b-child")}
             wait_until("the workspace judged", lambda: want <= tap.judged().keys(), log=pipe.log)
-            expected = once("/proc")
+            expected = [r for r in once("/proc") if r["workspace"]["workspace_id"] == "ws-pipe"]
             judged = tap.judged()
-        assert {r["pid"] for r in expected} == want
-        assert {key(judged[p]) for p in want} == {key(r) for r in expected}
-        assert set(judged) == want  # nothing outside the workspace reached match
+        # Another workspace may run on this node; the comparison is of ours.
+        ours = {p: r for p, r in judged.items() if r["workspace"]["workspace_id"] == "ws-pipe"}
+        assert {r["pid"] for r in expected} == want == set(ours)
+        assert {key(r) for r in ours.values()} == {key(r) for r in expected}
+        # Nothing outside a workspace reached match.
+        assert all(r["workspace"] is not None for r in judged.values())
 
 
 def test_slow_match_never_stalls_rounds_and_loses_nothing(tmp_path: Path) -> None:
