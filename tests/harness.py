@@ -106,12 +106,14 @@ class Pipeline:
         proc_root: Path | str,
         env: Mapping[str, str] | None = None,
         prefix: Sequence[str] = (),
+        run_dir: Path | None = None,
     ) -> None:
         self.proc_root = str(proc_root)
         self.prefix = list(prefix)  # e.g. without_file_capabilities()
-        self.run_dir = short_run_dir()
-        self.log = self.run_dir / "log"
-        self.out = self.run_dir / "stdout"
+        self.run_dir = run_dir or short_run_dir()  # procsmith creates it if it is missing
+        files = short_run_dir()
+        self.log = files / "log"
+        self.out = files / "stdout"
         self.env = {
             **os.environ,
             **FAST,
@@ -134,7 +136,14 @@ class Pipeline:
                 stdout=out,
                 stderr=err,
             )
-        wait_until("the metrics endpoint", (self.run_dir / "metrics.addr").exists, log=self.log)
+        addr = self.run_dir / "metrics.addr"
+        wait_until(
+            "the metrics endpoint",
+            lambda: addr.exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
+            log=self.log,
+        )
+        if not addr.exists():
+            raise AssertionError(f"procsmith run exited: {self.log.read_text()[-3000:]}")
         return self
 
     @property

@@ -29,10 +29,21 @@ SIBLING_BASE = 300_000
 class Hostile:
     root: Path
     supervisor: int  # of the workspace everything hostile lives in
-    # What one scan of the whole tree counts (skips by reason, truncations by file).
-    skipped: dict[str, int]
-    truncated: dict[str, int]
+    # The pids each scan skips (by reason) or reads cut at a bound (by file).
+    skipped: dict[str, list[int]]
+    truncated: dict[str, list[int]]
     processes: int
+
+    def explains(self, total: float, pids: list[int], shards: int = 2) -> bool:
+        """Whether ``total`` counts are whole scans of these pids by each shard, the shards
+        at most one round apart (metrics are read while they scan)."""
+        per_shard = [sum(1 for p in pids if p % shards == k) for k in range(shards)]
+        for rounds in range(1, int(total) + 1):
+            for ahead in range(1 << shards):
+                done = [rounds + (ahead >> k & 1) for k in range(shards)]
+                if sum(n * r for n, r in zip(per_shard, done, strict=True)) == total:
+                    return True
+        return False
 
 
 def _write(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -65,20 +76,20 @@ def build(base: Path, *, chain: int = 100_000, siblings: int = 50_000, seed: int
     # A ring1 whose 3 MiB environment is cut at the 1 MiB bound: its ids are past the cut.
     fs.add(12, 1, RING1, env=b"PAD=" + b"p" * (3 << 20) + b"\0" + env_bytes(WORKSPACE_IDS))
     fs.add(13, 12, SUPERVISOR)
-    skipped = {"malformed_stat": 0, "io_error": 0, "denied": 0}
-    truncated = {"cmdline": 0, "environ": 1}
+    skipped: dict[str, list[int]] = {"malformed_stat": [], "io_error": [], "denied": []}
+    truncated: dict[str, list[int]] = {"cmdline": [], "environ": [12]}
 
     # Garbage: stat without a ')' (so certainly unparseable), and garbage argv and environ
     # behind valid stat lines, some of them ring1 candidates.
     for pid in range(20, 40):
         junk = bytes(b for b in rng.randbytes(rng.randint(0, 3000)) if b != ord(")"))
         fs.add(pid, 11, rng.randbytes(500), stat=junk, env=rng.randbytes(700))
-        skipped["malformed_stat"] += 1
+        skipped["malformed_stat"].append(pid)
     for pid in range(40, 50):
         argv = b"/proc/self/exe\0ring1\0" if pid % 2 else rng.randbytes(2000)
         fs.add(pid, 11, argv, env=rng.randbytes(5000))
     fs.add(60, 11, b"A" * (2 << 20))  # a 2 MiB cmdline, cut at the 256 KiB bound
-    truncated["cmdline"] += 1
+    truncated["cmdline"].append(60)
     fs.add(61, 11, b"\xff\xfeminer\0--\x80\x81\0\xc3\x28\0")  # not UTF-8
     fs.add(70, 71, ["cycle-a"])
     fs.add(71, 70, ["cycle-b"])
@@ -88,23 +99,23 @@ def build(base: Path, *, chain: int = 100_000, siblings: int = 50_000, seed: int
     for pid in range(80, 90):
         fs.add(pid, 11, ["locked"])
         os.chmod(root / str(pid) / "stat", 0)
-        skipped["denied"] += 1
+        skipped["denied"].append(pid)
     # Not files at all: a directory for stat, a FIFO for cmdline, endless devices.
     fs.add(90, 11, ["odd"])
     os.remove(root / "90" / "stat")
     os.mkdir(root / "90" / "stat")
-    skipped["io_error"] += 1
+    skipped["io_error"].append(90)
     fs.add(91, 11, ["odd"])
     os.remove(root / "91" / "cmdline")
     os.mkfifo(root / "91" / "cmdline")
     fs.add(92, 11, ["odd"])
     os.remove(root / "92" / "stat")
     os.symlink("/dev/zero", root / "92" / "stat")  # endless NULs: cut, then unparseable
-    skipped["malformed_stat"] += 1
+    skipped["malformed_stat"].append(92)
     fs.add(93, 11, ["odd"])
     os.remove(root / "93" / "cmdline")
     os.symlink("/dev/urandom", root / "93" / "cmdline")  # endless bytes: cut at the bound
-    truncated["cmdline"] += 1
+    truncated["cmdline"].append(93)
 
     # A chain as deep as `chain` inside the workspace, and `siblings` children of pid 1.
     links = range(CHAIN_BASE, CHAIN_BASE + chain)

@@ -220,6 +220,18 @@ def test_exec_gets_the_finding_on_stdin(tmp_path: Path, tally: Tally) -> None:
     assert tally.get(ENFORCE_PENALTIES, action="exec", result="ok") == 1
 
 
+def test_exec_argv_is_exactly_the_configured_one(tmp_path: Path, tally: Tally) -> None:
+    """No shell, no interpolation: a finding's text never becomes part of a command."""
+    out = tmp_path / "argv"
+    script = "import sys, json; open(sys.argv[1], 'w').write(json.dumps(sys.argv[1:]))"
+    command = [sys.executable, "-c", script, str(out), "$(touch pwned)", "; rm -rf /", "`id`"]
+    e = _exec_enforcer(tally, command)
+    proc = Process(7, 6, 123, 99, "/proc/7/exe", ["$(reboot)", "|", "sh"], Kind.USER_WORKLOAD)
+    e.handle(finding_for(proc, Level.BARELY))
+    assert orjson.loads(out.read_bytes()) == command[3:]
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
 @pytest.mark.parametrize(
     ("command", "timeout", "reason"),
     [

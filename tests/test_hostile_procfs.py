@@ -77,13 +77,13 @@ def test_the_pipeline_survives_a_hostile_tree(fast_dir: Path) -> None:
             flicker.join()
         for stage in STAGES:
             assert m.get("procsmith_stage_restarts_total", stage=stage) == 0, stage
-        # Every scan of the tree counts the same skips: the totals are whole multiples.
-        for reason, per_scan in h.skipped.items():
+        # Every scan of the tree counts the same skips: the totals are whole scans' worth.
+        for reason, pids in h.skipped.items():
             total = m.get("procsmith_scan_skipped_total", reason=reason)
-            assert total > 0 and total % per_scan == 0, (reason, total, per_scan)
-        for file, per_scan in h.truncated.items():
+            assert h.explains(total, pids), (reason, total, pids)
+        for file, pids in h.truncated.items():
             total = m.get("procsmith_scan_truncated_total", file=file)
-            assert total > 0 and total % per_scan == 0, (file, total, per_scan)
+            assert h.explains(total, pids), (file, total, pids)
         # The 1 MB environment was read whole; the 3 MiB one lost its ids past the bound.
         assert m.get("gitpod_agent_smith_procfs_detector_workspace_count") == 2
         peaks = {label: peak_rss_kb(pid) for label, pid in pipe.children().items()}
