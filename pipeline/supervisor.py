@@ -21,7 +21,6 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import exitcodes
@@ -272,8 +271,3 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
-
-
-def metrics_addr_of(run_dir: Path) -> str:
-    """Where a running supervisor serves metrics (it writes this file when it starts)."""
-    return (run_dir / "metrics.addr").read_text().strip()
