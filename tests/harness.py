@@ -137,13 +137,19 @@ class Pipeline:
                 stderr=err,
             )
         addr = self.run_dir / "metrics.addr"
-        wait_until(
-            "the metrics endpoint",
-            lambda: addr.exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
-            log=self.log,
-        )
-        if not addr.exists():
-            raise AssertionError(f"procsmith run exited: {self.log.read_text()[-3000:]}")
+        try:
+            wait_until(
+                "the metrics endpoint",
+                lambda: addr.exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                log=self.log,
+            )
+            if not addr.exists():
+                raise AssertionError(f"procsmith run exited: {self.log.read_text()[-3000:]}")
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: stop what was started here.
+            self.proc.kill()
+            self.proc.wait()
+            raise
         return self
 
     @property
