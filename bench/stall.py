@@ -25,6 +25,7 @@ from pipeline.config import Config
 from pipeline.local import LocalDetector
 from pipeline.meter import Tally
 from stages.match import MatchStage
+from stages.signatures import load_signatures
 from tests.fakeproc import FakeProcfs
 from tests.harness import Pipeline
 
@@ -55,7 +56,8 @@ def judge_seconds(root: str) -> float:
     """CPU seconds the bundled signatures take per process of this tree, as match runs."""
     config = Config(proc_root=root)
     procs = LocalDetector(config).round()
-    matcher = MatchStage(config, Tally()).matcher
+    signatures = load_signatures([Path(p) for p in config.match.signatures])
+    matcher = MatchStage(config, Tally(), signatures).matcher
     for proc in procs[:20]:  # the executable's verdict cached, as in a running match
         matcher.judge(proc)
     return statistics.median(

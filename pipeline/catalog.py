@@ -33,6 +33,7 @@ RECORDS_IN = "procsmith_stage_records_in_total"
 RECORDS_OUT = "procsmith_stage_records_out_total"
 RECORDS_DROPPED = "procsmith_stage_records_dropped_total"
 RECORDS_REFUSED = "procsmith_stage_records_refused_total"
+INPUT_DISCONNECTS = "procsmith_stage_input_disconnects_total"
 ROUND_DURATION = "procsmith_round_duration_seconds"
 ROUNDS = "procsmith_rounds_total"
 ROUND_COMPLETED = "procsmith_round_completed_timestamp_seconds"
@@ -78,6 +79,13 @@ CATALOG: dict[str, MetricSpec] = {
             "counter",
             "frames a stage received and dropped, by reason (malformed, unexpected type)",
             ("stage", "reason"),
+        ),
+        MetricSpec(
+            INPUT_DISCONNECTS,
+            "counter",
+            "connections to a stage's input that closed: a peer that stopped, or one ZeroMQ "
+            "cut off for sending a frame over transport.max_message_bytes",
+            ("stage",),
         ),
         MetricSpec(ROUND_DURATION, "histogram", "from a round's first shard read to its filtering"),
         MetricSpec(ROUNDS, "counter", "scan rounds that reached the filter"),

@@ -61,6 +61,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_addr(args.metrics_addr)
     if args.name == HUB:
+        from pipeline.preflight import preflight  # noqa: PLC0415
+
+        preflight(config, [])  # the run directory
         return run_taphub(config)
     if args.name not in STAGE_NAMES:
         raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {HUB}")
@@ -80,6 +83,13 @@ def cmd_tap(args: argparse.Namespace) -> int:
     from pipeline.tap import run_tap_client  # noqa: PLC0415
 
     return run_tap_client(_config(args), args.stages)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo  # noqa: PLC0415
+
+    _config(args)  # a bad --config is refused here, before anything is started
+    return run_demo(args.config)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -136,6 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--proc-root", metavar="DIR", help=proc_root_help)
     tap = command("tap", cmd_tap, "print what stages emit, as JSON lines, until interrupted")
     tap.add_argument("stages", nargs="*", metavar="STAGE", help="stages to watch (default: all)")
+    command(
+        "demo",
+        cmd_demo,
+        "a simulated workspace with a harmless stand-in miner on this node, detected end to end",
+    )
     add_match_commands(sub)
     return parser
 

@@ -5,7 +5,8 @@ file (or variable), the key and the reason. The defaults here are the bundled
 ``config/procsmith.toml``; a test keeps the two equal.
 
 Environment overrides: ``PROCSMITH_<KEY>`` for a top-level key and
-``PROCSMITH_<SECTION>__<KEY>`` for a key of a section, e.g. ``PROCSMITH_SCAN__INTERVAL=1s``.
+``PROCSMITH_<SECTION>__<KEY>`` for a key of a section, e.g. ``PROCSMITH_SCAN__INTERVAL=1s``
+(deeper tables likewise: ``PROCSMITH_ENFORCE__PENALTIES__VERY=kill-process``).
 A value is read as a TOML value where it is one (``2000``, ``true``, ``["a", "b"]``) and as a
 string otherwise (``1s``, ``/host/proc``).
 """
@@ -104,6 +105,8 @@ class TransportConfig(_Section, frozen=True):
     # How long closing sockets may take to flush, and a stopping stage may drain its input.
     linger: Duration = Duration(1.0)
     drain: Duration = Duration(0.5)
+    # How long match waits for room in the next stage's queue before it gives a record up.
+    send_timeout: Duration = Duration(2.0)
 
 
 class SupervisorConfig(_Section, frozen=True):
@@ -115,6 +118,9 @@ class SupervisorConfig(_Section, frozen=True):
     crash_window: Duration = Duration(60.0)
     # How long a stop (SIGTERM) may take before what is left is killed.
     stop_timeout: Duration = Duration(4.0)
+
+    def __post_init__(self) -> None:
+        parse_addr(self.metrics_addr)  # ValueError names the problem
 
 
 class MatchConfig(_Section, frozen=True):
@@ -210,7 +216,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(path) > 2 or not all(path):
+        if not all(path):
             raise ConfigError(f"environment {name}: expected PROCSMITH_<SECTION>__<KEY>")
         target = data
         for part in path[:-1]:

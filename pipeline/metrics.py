@@ -8,17 +8,24 @@ first imported, so the supervisor sets that variable before anything imports thi
 
 from __future__ import annotations
 
+import glob
 import http.server
+import logging
+import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from pipeline.catalog import CATALOG
 from pipeline.config import parse_addr
 from pipeline.meter import check_labels
+
+log = logging.getLogger("procsmith.metrics")
 
 _Metric = Counter | Gauge | Histogram
 
@@ -68,10 +75,29 @@ class PromMeter:
         self._get(name, labels).observe(value)
 
 
+class StageFilesCollector(MultiProcessCollector):
+    """prometheus-client's multiprocess collector, minus the files it cannot read yet.
+
+    A stage process that has just started creates its metrics file empty and sizes it a
+    moment later; read in between, the whole scrape would fail. Such a file is left for the
+    next scrape.
+    """
+
+    def collect(self) -> Any:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                list(MmapedDict.read_all_values_from_file(path))  # type: ignore[no-untyped-call]
+            except (OSError, struct.error, RuntimeError, ValueError):
+                continue
+            files.append(path)
+        return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+
+
 def node_registry(multiproc_dir: str, *extra: Collector) -> CollectorRegistry:
     """Every stage process's metrics, combined, plus the supervisor's own collectors."""
     registry = CollectorRegistry(auto_describe=False)
-    MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+    StageFilesCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
     for collector in extra:
         registry.register(collector)
     return registry
@@ -103,6 +129,13 @@ def handler_class(
         server_version = "procsmith"
 
         def do_GET(self) -> None:
+            try:
+                self._get()
+            except Exception as err:
+                log.exception("serving %s failed", self.path)
+                self._send(500, f"error: {err}\n".encode(), "text/plain")
+
+        def _get(self) -> None:
             if self.path.split("?")[0] == "/metrics":
                 self._send(200, generate_latest(registry), "text/plain; version=0.0.4")
             elif self.path.split("?")[0] in ("/healthz", "/health"):

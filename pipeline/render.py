@@ -54,10 +54,6 @@ def process_line(proc: Process) -> bytes:
     return orjson.dumps(process_dict(proc), option=_LINE)
 
 
-def record_line(record: Record) -> bytes:
-    return orjson.dumps(record_dict(record), option=_LINE)
-
-
 def tap_line(stage: str, record: Record) -> bytes:
     """What ``procsmith tap`` prints: the emitting stage, the record's type and the record."""
     kind = type(record).__struct_config__.tag

@@ -16,16 +16,24 @@ from collections.abc import Sequence
 
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from pipeline import exitcodes
-from pipeline.catalog import RECORDS_DROPPED, RECORDS_IN, RECORDS_OUT, RECORDS_REFUSED
+from pipeline.catalog import (
+    INPUT_DISCONNECTS,
+    RECORDS_DROPPED,
+    RECORDS_IN,
+    RECORDS_OUT,
+    RECORDS_REFUSED,
+)
 from pipeline.config import Config
 from pipeline.meter import Meter
 from pipeline.metrics import PromMeter, serve_in_thread
+from pipeline.preflight import Prepared, preflight
 from pipeline.schema import Record
 from pipeline.signals import STOP_SIGNALS, SignalInbox
 from pipeline.stage import Stage
-from pipeline.transport import Codec, Endpoints, ensure_run_dir, open_socket
+from pipeline.transport import Codec, Endpoints, open_socket
 from pipeline.wiring import WIRING, StageWiring, binder_of, binders, build_stage, replicas
 
 log = logging.getLogger("procsmith.runner")
@@ -63,13 +71,21 @@ class StageLoop:
             return s
 
         self.input = None
+        self.monitor = None
         if wiring.input is not None:
             self.input = sock(zmq.PULL, wiring.input, bind=not wiring.scaled)
+            # ZeroMQ refuses a frame over MAXMSGSIZE by closing the sender's connection; the
+            # monitor is how that (and any other closed input connection) gets counted.
+            self.monitor = self.input.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         by_endpoint = {
             ep: sock(zmq.PUSH, ep, bind=binder_of(ep) == wiring.name)
             for ep in sorted(set(wiring.routes.values()))
         }
         self.routes = {kind: by_endpoint[ep] for kind, ep in wiring.routes.items()}
+        self.send_flags = 0 if wiring.waits else zmq.NOBLOCK
+        if wiring.waits:
+            for s in by_endpoint.values():
+                s.setsockopt(zmq.SNDTIMEO, int(config.transport.send_timeout * 1000))
         self.tap = sock(zmq.PUB, "tap-in", bind=False)
 
     def wait_for_peers(self, inbox: SignalInbox, budget: float = PEER_WAIT) -> None:
@@ -94,6 +110,8 @@ class StageLoop:
         if self.input is not None:
             poller.register(self.input, zmq.POLLIN)
         poller.register(inbox.fd, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         while True:
             now = time.time()
             due = self.stage.next_tick(now)
@@ -106,7 +124,18 @@ class StageLoop:
                 break
             if self.input is not None and self.input in events:
                 self.receive(RECEIVE_BATCH)
+            if self.monitor is not None and self.monitor in events:
+                self.count_disconnects()
         self.drain()
+
+    def count_disconnects(self) -> None:
+        assert self.monitor is not None  # noqa: S101
+        while True:
+            try:
+                recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.meter.inc(INPUT_DISCONNECTS, stage=self.name)
 
     def receive(self, limit: int) -> int:
         """Take up to ``limit`` frames that are already queued; returns how many."""
@@ -140,16 +169,25 @@ class StageLoop:
         self._refused += 1
 
     def emit(self, records: Sequence[Record]) -> None:
+        """Send each record on its route, in order, and publish it on the tap.
+
+        On a stage whose sends wait, a record that still finds no room ends the batch: what
+        follows depends on it (match's verdict acknowledges the finding before it), so the
+        process goes unacknowledged and the filter offers it again.
+        """
         now = time.time()
-        for record in records:
+        for n, record in enumerate(records):
             payload = self.codec.encode(record)
             out = self.routes.get(type(record))
             if out is not None:
                 try:
-                    out.send(payload, zmq.NOBLOCK)
+                    out.send(payload, self.send_flags)
                 except zmq.Again:
                     self.meter.inc(RECORDS_DROPPED, stage=self.name)
                     self.stage.dropped(record, now)
+                    if self.send_flags == 0:
+                        self.meter.inc(RECORDS_DROPPED, len(records) - n - 1, stage=self.name)
+                        return
                 else:
                     self.meter.inc(RECORDS_OUT, stage=self.name)
                     self.stage.sent(record, now)
@@ -165,6 +203,9 @@ class StageLoop:
         self.emit(self.stage.finish(time.time()))
 
     def close(self) -> None:
+        if self.input is not None and self.monitor is not None:
+            self.input.disable_monitor()
+            self.monitor.close(linger=0)
         for s in self.sockets:
             s.close()  # LINGER was set on each: queued frames get that long to leave
         self.stage.close()
@@ -178,18 +219,22 @@ def run_stage(
     *,
     metrics_addr: str | None = None,
     inbox: SignalInbox | None = None,
+    prepared: Prepared | None = None,
 ) -> int:
-    """Run one stage process until SIGTERM/SIGINT; returns its exit code."""
+    """Run one stage process until SIGTERM/SIGINT; returns its exit code.
+
+    ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
+    """
     wiring = WIRING[name]
+    if prepared is None:
+        prepared = preflight(config, [name])
     count = count if count is not None else replicas(name, config)
     inbox = inbox if inbox is not None else SignalInbox()
     meter = PromMeter()
     if metrics_addr:
         serve_in_thread(metrics_addr, meter.registry)
     endpoints = Endpoints(config.transport, binders())
-    if config.transport.kind == "ipc":
-        ensure_run_dir(endpoints.run_dir)
-    stage = build_stage(name, config, meter, index, count)
+    stage = build_stage(name, config, meter, index=index, count=count, prepared=prepared)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     loop = StageLoop(
         wiring,

@@ -43,10 +43,6 @@ class SignalInbox:
         got, self.received = self.received, []
         return got
 
-    @property
-    def stop_requested(self) -> bool:
-        return any(s in STOP_SIGNALS for s in self.received)
-
     def close(self) -> None:
         """Restore default dispositions (used in a forked child before it runs a stage)."""
         for signum in self.signums:

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-# Any variable with this prefix is passed on to children; the report path is one.
+# Variables passed on to children (with their own node's env).
 CHILD_ENV_KEEP = ("PATH", "PYTHONSAFEPATH", "SIMPROC_REPORT", "LANG")
 
 
@@ -23,6 +23,8 @@ def _spawn(node: dict[str, Any]) -> subprocess.Popen[bytes]:
     env.update(node.get("env") or {})
     if node.get("children"):
         env["SIMPROC_SPEC"] = json.dumps(node["children"])
+    if node.get("exec"):
+        env["SIMPROC_EXEC"] = json.dumps(node["exec"])
     return subprocess.Popen(
         node["argv"], executable=node.get("executable"), env=env, cwd=os.getcwd()
     )
@@ -47,6 +49,14 @@ def main() -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    # Reap a child that dies (a penalty killed it) so it does not linger as a zombie.
+    signal.signal(signal.SIGCHLD, lambda signum, frame: [c.poll() for c in children])
+    then = os.environ.get("SIMPROC_EXEC")
+    if then:
+        # On SIGUSR1 become another program, keeping the pid (and its starttime).
+        target = json.loads(then)
+        become = lambda s, f: os.execv(target["path"], target["argv"])  # noqa: E731, S606
+        signal.signal(signal.SIGUSR1, become)
     for node in json.loads(os.environ.get("SIMPROC_SPEC", "[]")):
         children.append(_spawn(node))
         with open(os.environ["SIMPROC_REPORT"], "a") as report:

@@ -33,23 +33,39 @@ class SimNode:
     executable: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     children: list[SimNode] = field(default_factory=list)
+    # On SIGUSR1 the process execs this (path, argv): same pid, another program.
+    exec_on_usr1: tuple[str, list[str]] | None = None
 
     def spec(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "argv": self.argv,
-            "executable": self.executable if self.executable or not self.children else None,
+            "executable": self.executable,
             "env": self.env,
             "children": [c.spec() for c in self.children],
+            "exec": None
+            if self.exec_on_usr1 is None
+            else {"path": self.exec_on_usr1[0], "argv": self.exec_on_usr1[1]},
         }
+
+    @property
+    def runs_simproc(self) -> bool:
+        return bool(self.children) or self.exec_on_usr1 is not None
 
     def labels(self) -> list[str]:
         return [self.label, *(lbl for c in self.children for lbl in c.labels())]
 
 
-def python_node(label: str, argv: list[str], children: list[SimNode], **env: str) -> SimNode:
+def python_node(
+    label: str,
+    argv: list[str],
+    children: list[SimNode],
+    *,
+    exec_on_usr1: tuple[str, list[str]] | None = None,
+    env: dict[str, str] | None = None,
+) -> SimNode:
     """A node run by the Python interpreter; ``argv[1]`` becomes its script's file name."""
-    return SimNode(label, argv, executable=sys.executable, env=dict(env), children=children)
+    return SimNode(label, argv, sys.executable, dict(env or {}), children, exec_on_usr1)
 
 
 def sleeper(label: str, argv0: str = "sleep") -> SimNode:
@@ -65,8 +81,11 @@ def workspace(
     owner_id: str = "sim-owner",
     git_url: str = "https://example.com/sim/repo",
     extra_env: dict[str, str] | None = None,
+    sidecars: list[SimNode] | None = None,
 ) -> SimNode:
-    """ring1 (with the workspace's GITPOD_ environment) → ``supervisor init`` → ``users``."""
+    """ring1 (with the workspace's GITPOD_ environment) → ``supervisor init`` → ``users``.
+
+    ``sidecars`` are ring1 children started before the supervisor (so with lower pids)."""
     env = {
         "GITPOD_OWNER_ID": owner_id,
         "GITPOD_WORKSPACE_ID": workspace_id,
@@ -75,7 +94,9 @@ def workspace(
         **(extra_env or {}),
     }
     supervisor = python_node("supervisor", ["supervisor", "init"], users)
-    return python_node("ring1", ["/proc/self/exe", "ring1"], [supervisor], **env)
+    return python_node(
+        "ring1", ["/proc/self/exe", "ring1"], [*(sidecars or []), supervisor], env=env
+    )
 
 
 class SimulatedTree:
@@ -93,7 +114,7 @@ class SimulatedTree:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _scripts(self, node: SimNode) -> None:
-        if node.children:
+        if node.runs_simproc:
             shutil.copyfile(_SIMPROC, self._dir / node.argv[1])
         for child in node.children:
             self._scripts(child)
@@ -101,12 +122,14 @@ class SimulatedTree:
     def start(self) -> SimulatedTree:
         self._scripts(self.root)
         self._report.touch()
+        # The root's own variables first: a test can then place a value at a known offset of
+        # /proc/<pid>/environ.
         env = {
+            **self.root.env,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONSAFEPATH": "1",
             "SIMPROC_REPORT": str(self._report),
             "SIMPROC_SPEC": json.dumps([c.spec() for c in self.root.children]),
-            **self.root.env,
         }
         self._proc = subprocess.Popen(
             self.root.argv,

@@ -21,13 +21,16 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import exitcodes
-from pipeline.config import Config, parse_addr
+from pipeline.config import Config, ConfigError, parse_addr
 from pipeline.signals import SignalInbox
-from pipeline.transport import Endpoints, ensure_run_dir
+from pipeline.transport import Endpoints
 from pipeline.wiring import START_ORDER, STOP_ORDER, binders, replicas
+
+if TYPE_CHECKING:
+    from pipeline.preflight import Prepared
 
 log = logging.getLogger("procsmith.supervisor")
 
@@ -70,12 +73,16 @@ class Supervisor:
         ]
         self.started = time.time()
         self.stopping = False
+        self.prepared: Prepared | None = None
 
     # -- start-up -------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Run and metrics directories, multiprocess metrics, the heavy imports."""
-        ensure_run_dir(self.run_dir)
+        """Preflight checks, run and metrics directories, multiprocess metrics, the heavy
+        imports. Raises ConfigError on what the checks refuse."""
+        from pipeline.preflight import preflight  # noqa: PLC0415
+
+        self.prepared = preflight(self.config, {c.name for c in self.children})
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir(mode=0o700)
         os.environ[MULTIPROC_ENV] = str(self.metrics_dir)
@@ -100,12 +107,20 @@ class Supervisor:
 
         registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
         check = health_check(self, registry)
-        server = http.server.HTTPServer(
-            parse_addr(self.metrics_addr), handler_class(registry, check)
-        )
+        try:
+            server = http.server.HTTPServer(
+                parse_addr(self.metrics_addr), handler_class(registry, check)
+            )
+        except OSError as err:
+            raise ConfigError(
+                f"cannot serve metrics on {self.metrics_addr}: {err.strerror}"
+            ) from None
         host, port = str(server.server_address[0]), int(server.server_address[1])
         log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
-        (self.run_dir / "metrics.addr").write_text(f"{host}:{port}\n")
+        # Written aside, then renamed: a reader never sees the file empty.
+        pending = self.run_dir / "metrics.addr.new"
+        pending.write_text(f"{host}:{port}\n")
+        pending.rename(self.run_dir / "metrics.addr")
         return server
 
     # -- children -------------------------------------------------------------------------
@@ -149,7 +164,9 @@ class Supervisor:
             return run_taphub(self.config, inbox)
         from pipeline.runner import run_stage  # noqa: PLC0415
 
-        return run_stage(child.name, self.config, child.index, child.count, inbox=inbox)
+        return run_stage(
+            child.name, self.config, child.index, child.count, inbox=inbox, prepared=self.prepared
+        )
 
     def reap(self) -> None:
         from pipeline.metrics import mark_process_dead  # noqa: PLC0415
@@ -254,8 +271,3 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit code {os.waitstatus_to_exitcode(status)}"
-
-
-def metrics_addr_of(run_dir: Path) -> str:
-    """Where a running supervisor serves metrics (it writes this file when it starts)."""
-    return (run_dir / "metrics.addr").read_text().strip()

@@ -1,21 +1,32 @@
 """The shape of the pipeline: which stage reads which endpoint and where its records go.
 
     scan (N) -ShardScan-> tree -Round-> classify -Workloads-> filter -Process-> match (M)
-    match -Finding-> enforce;  match -Judged-> filter (the verdict acknowledges the process)
+    match -Finding-> enforce
+    match, enforce -Judged-> filter: the stage that finishes with a process acknowledges it
+    (match a clean one, enforce one with a finding once the finding is written out)
 
 Stable stages bind their input; scaled stages connect everything, so the endpoint feeding a
 scaled stage (``match``) is bound by its one producer. Records are routed by type, which is how
 match sends findings on to enforce and verdicts back to filter.
+
+Upstream of match nothing ever waits: a full queue drops the record, which is counted and
+offered again next round (D7). match and enforce emit what must not be lost (a finding; the
+verdict that completes a handover), so their sends wait for room, up to
+``transport.send_timeout``. The filter never waits, so this cannot deadlock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.config import Config
 from pipeline.meter import Meter
 from pipeline.schema import Finding, Judged, Process, Round, ShardScan, Workloads
 from pipeline.stage import Stage
+
+if TYPE_CHECKING:
+    from pipeline.preflight import Prepared
 
 
 @dataclass(frozen=True)
@@ -24,6 +35,7 @@ class StageWiring:
     input: str | None  # the endpoint it pulls from; None for a source
     routes: dict[type, str]  # record type → endpoint it is pushed to
     scaled: bool = False
+    waits: bool = False  # sends wait for room (bounded) instead of dropping
 
 
 WIRING: dict[str, StageWiring] = {
@@ -33,8 +45,10 @@ WIRING: dict[str, StageWiring] = {
         StageWiring("tree", "tree", {Round: "classify"}),
         StageWiring("classify", "classify", {Workloads: "filter"}),
         StageWiring("filter", "filter", {Process: "match"}),
-        StageWiring("match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True),
-        StageWiring("enforce", "enforce", {}),
+        StageWiring(
+            "match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True, waits=True
+        ),
+        StageWiring("enforce", "enforce", {Judged: "filter"}, waits=True),
     )
 }
 STAGE_NAMES = tuple(WIRING)
@@ -68,7 +82,9 @@ def replicas(name: str, config: Config) -> int:
     return 1
 
 
-def build_stage(name: str, config: Config, meter: Meter, index: int, count: int) -> Stage:
+def build_stage(
+    name: str, config: Config, meter: Meter, *, index: int, count: int, prepared: Prepared
+) -> Stage:
     """The logic object of one stage process (``index`` of ``count`` replicas)."""
     # Imported here so that `procsmith tap` and the supervisor's own code stay light.
     from stages import classify, enforce, filter, match, scan, tree  # noqa: PLC0415
@@ -95,7 +111,8 @@ def build_stage(name: str, config: Config, meter: Meter, index: int, count: int)
             max_attempts=config.filter.max_attempts,
         )
     if name == "match":
-        return match.MatchStage(config, meter)
+        assert prepared.signatures is not None  # noqa: S101 - preflight loads them for match
+        return match.MatchStage(config, meter, prepared.signatures)
     if name == "enforce":
         return enforce.EnforceStage(config, meter)
     raise KeyError(f"no stage named {name!r}; stages are {', '.join(STAGE_NAMES)}")

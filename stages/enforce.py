@@ -20,7 +20,7 @@ from pipeline.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORC
 from pipeline.config import Config, ConfigError, EnforceConfig
 from pipeline.meter import Meter
 from pipeline.render import finding_line
-from pipeline.schema import Finding, Record
+from pipeline.schema import Finding, Judged, Record
 from pipeline.stage import Stage
 from stages.penalty import (
     PenaltyFailed,
@@ -65,6 +65,8 @@ class Enforcer:
             self._owned.append(f)
 
     def handle(self, finding: Finding) -> list[Record]:
+        """Write ``finding`` out and apply its penalty; returns the finding (for the tap) and
+        the verdict that completes its process's handover."""
         line = finding_line(finding)
         for out in self.outputs:
             try:
@@ -75,7 +77,7 @@ class Enforcer:
         action = getattr(self.config.penalties, finding.level)
         if action != "log":
             self._penalise(action, finding, line)
-        return [finding]
+        return [finding, Judged(finding.process, "finding")]
 
     def _penalise(self, action: str, finding: Finding, line: bytes) -> None:
         try:

@@ -3,6 +3,7 @@ one handed on is judged (at-least-once)."""
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -19,6 +20,8 @@ from pipeline.meter import Meter
 from pipeline.schema import Judged, Process, Record, Workloads
 from pipeline.stage import Stage
 
+log = logging.getLogger("procsmith.filter")
+
 # D8: the process identity plus its executable. No ppid, so re-parenting (the parent died)
 # is not a new process; the executable's device and inode, so an exec is.
 SeenKey = tuple[int, int, int, int]
@@ -34,7 +37,8 @@ class SeenFilter:
     D7: ``unseen`` does not remember anything. The caller says what became of each process:
     ``mark_seen`` (judged, or handed on where nothing acknowledges), or ``handed_on`` then
     ``judged`` when the verdict comes back. A process dropped under back-pressure is simply
-    not marked, so it is offered again next round.
+    not marked, so it is offered again next round. One handed on whose verdict does not come
+    back (its match process died) is sent again from here, see ``overdue``.
     """
 
     def __init__(self, capacity: int, meter: Meter) -> None:
@@ -43,8 +47,8 @@ class SeenFilter:
         self.capacity = capacity
         self.meter = meter
         self._seen: OrderedDict[SeenKey, None] = OrderedDict()
-        self._inflight: dict[SeenKey, tuple[Process, float]] = {}
-        self._timeouts: dict[SeenKey, int] = {}  # offers that got no verdict in time
+        # Handed on, verdict awaited: the record, when it was last sent, how often it was sent.
+        self._inflight: dict[SeenKey, tuple[Process, float, int]] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -86,38 +90,32 @@ class SeenFilter:
             self._seen.popitem(last=False)
 
     def handed_on(self, proc: Process, now: float) -> None:
-        self._inflight[seen_key(proc)] = (proc, now)
+        key = seen_key(proc)
+        sends = self._inflight[key][2] + 1 if key in self._inflight else 1
+        self._inflight[key] = (proc, now, sends)
 
     def judged(self, proc: Process) -> None:
         """Its verdict came back (perhaps after it was offered again): it is seen."""
-        key = seen_key(proc)
-        self._inflight.pop(key, None)
-        self._timeouts.pop(key, None)
+        self._inflight.pop(seen_key(proc), None)
         self.mark_seen(proc)
 
-    def expire(self, now: float, timeout: float, max_attempts: int) -> tuple[int, int]:
-        """Release processes without a verdict after ``timeout`` so they are offered again;
-        after ``max_attempts`` offers in all, give up and mark them seen.
-        Returns (offered again, given up)."""
-        retried = gave_up = 0
-        for key, (proc, since) in list(self._inflight.items()):
-            if now - since < timeout:
+    def overdue(self, now: float, timeout: float, max_attempts: int) -> tuple[list[Process], int]:
+        """Processes sent ``timeout`` ago or longer without a verdict, to be sent again —
+        whether or not they still run (match then says ``vanished``, which is a verdict).
+        One sent ``max_attempts`` times is given up: marked seen, counted.
+        Returns (to send again, given up)."""
+        again = []
+        gave_up = 0
+        for key, (proc, sent, sends) in list(self._inflight.items()):
+            if now - sent < timeout:
                 continue
-            del self._inflight[key]
-            attempts = self._timeouts.get(key, 0) + 1
-            if attempts >= max_attempts:
-                self._timeouts.pop(key, None)
+            if sends >= max_attempts:
+                del self._inflight[key]
                 self.mark_seen(proc)
                 gave_up += 1
             else:
-                self._timeouts[key] = attempts
-                retried += 1
-        return retried, gave_up
-
-    def forget_absent(self, present: set[SeenKey]) -> None:
-        """Drop retry counts of processes that are gone, so they cannot pile up."""
-        for key in [k for k in self._timeouts if k not in present]:
-            del self._timeouts[key]
+                again.append(proc)  # stays in flight: if this send is dropped, next round
+        return again, gave_up
 
 
 class FilterStage(Stage):
@@ -140,13 +138,19 @@ class FilterStage(Stage):
             self.meter.set(FILTER_INFLIGHT, self.seen.inflight)
             return ()
         assert isinstance(record, Workloads)  # noqa: S101 - the runner checks `accepts`
-        retried, gave_up = self.seen.expire(now, self.ack_timeout, self.max_attempts)
-        if retried:
-            self.meter.inc(FILTER_RETRIES, retried)
+        again, gave_up = self.seen.overdue(now, self.ack_timeout, self.max_attempts)
+        if again:
+            self.meter.inc(FILTER_RETRIES, len(again))
         if gave_up:
             self.meter.inc(FILTER_GAVE_UP, gave_up)
-        self.seen.forget_absent({seen_key(p) for p in record.procs})
-        fresh = self.seen.unseen(record.procs)
+        fresh = again + self.seen.unseen(record.procs)
+        log.debug(
+            "round %d (started %.3f): %d workloads, %d handed on",
+            record.round_id,
+            record.started,
+            len(record.procs),
+            len(fresh),
+        )
         self.meter.inc(ROUNDS)
         self.meter.set(ROUND_COMPLETED, now)
         if record.started:

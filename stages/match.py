@@ -1,7 +1,7 @@
 """The match stage's logic: judge a new process by its executable and its command line.
 
     matcher = Matcher(load_signatures(paths), meter, max_exe_bytes=..., cache_size=...)
-    records = matcher.judge(proc)  # [Judged] or [Finding, Judged]
+    records = matcher.judge(proc)  # [Judged], or [Finding] (enforce acknowledges it)
 
 The executable is read through ``<proc_root>/<pid>/exe``; its verdict is cached by
 (device, inode, size, mtime), so many processes of one binary cost one scan. Command-line
@@ -12,12 +12,12 @@ is reported the pid's starttime is read again: a pid that now names another proc
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NamedTuple
 
 from pipeline.catalog import (
@@ -37,10 +37,11 @@ from stages.signatures import (
     Identity,
     SignatureSet,
     Unjudgeable,
-    load_signatures,
     most_severe_first,
 )
 from stages.signatures.exefile import open_regular, read_prefix
+
+log = logging.getLogger("procsmith.match")
 
 # Why an executable could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
@@ -97,7 +98,9 @@ class Matcher:
             top = hits[0]
             self.meter.inc(MATCH_FINDINGS, level=top.level, classifier=top.classifier)
             finding = Finding(proc, top.signature, top.level, top.classifier, datetime.now(UTC))
-            return [finding, Judged(proc, "finding")]
+            # No verdict from here: enforce sends it once the finding is written out, so a
+            # finding lost with enforce leaves its process unacknowledged, to be offered again.
+            return [finding]
         outcome = "clean" if problem is None else _OUTCOME_OF_PROBLEM.get(problem, "error")
         return [Judged(proc, outcome)]
 
@@ -142,10 +145,10 @@ class MatchStage(Stage):
 
     accepts = (Process,)
 
-    def __init__(self, config: Config, meter: Meter) -> None:
+    def __init__(self, config: Config, meter: Meter, signatures: SignatureSet) -> None:
         m = config.match
         self.matcher = Matcher(
-            load_signatures([Path(p) for p in m.signatures]),
+            signatures,
             meter,
             max_exe_bytes=m.max_exe_bytes,
             cache_size=m.cache_size,
@@ -155,4 +158,11 @@ class MatchStage(Stage):
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Process)  # noqa: S101 - the runner checks `accepts`
-        return self.matcher.judge(record)
+        records = self.matcher.judge(record)
+        if log.isEnabledFor(logging.DEBUG):
+            for r in records:
+                what = (
+                    r.outcome if isinstance(r, Judged) else f"finding {getattr(r, 'signature', '')}"
+                )
+                log.debug("verdict %d/%d: %s", record.pid, record.starttime, what)
+        return records

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 # Fast rounds for tests; every test can override any key.
@@ -41,6 +43,16 @@ def wait_until(
         time.sleep(0.05)
     tail = "" if log is None or not log.exists() else log.read_text()[-3000:]
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
+
+
+def without_file_capabilities() -> list[str]:
+    """A command prefix running a program as a root that file modes apply to: no
+    CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH. (The Python in use may be out of reach of any
+    other user, so changing user is no way to get a permission error.)"""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv(1) to drop file capabilities")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def short_run_dir() -> Path:
@@ -89,11 +101,19 @@ class Pipeline:
     """``procsmith run`` on ``proc_root``; use as a context manager. Leaving checks that it
     stops on SIGTERM with exit code 0 and leaves no child behind."""
 
-    def __init__(self, proc_root: Path | str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        proc_root: Path | str,
+        env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        run_dir: Path | None = None,
+    ) -> None:
         self.proc_root = str(proc_root)
-        self.run_dir = short_run_dir()
-        self.log = self.run_dir / "log"
-        self.out = self.run_dir / "stdout"
+        self.prefix = list(prefix)  # e.g. without_file_capabilities()
+        self.run_dir = run_dir or short_run_dir()  # procsmith creates it if it is missing
+        files = short_run_dir()
+        self.log = files / "log"
+        self.out = files / "stdout"
         self.env = {
             **os.environ,
             **FAST,
@@ -106,12 +126,30 @@ class Pipeline:
     def start(self) -> Pipeline:
         with self.log.open("wb") as err, self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                procsmith("run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"),
+                [
+                    *self.prefix,
+                    *procsmith(
+                        "run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"
+                    ),
+                ],
                 env=self.env,
                 stdout=out,
                 stderr=err,
             )
-        wait_until("the metrics endpoint", (self.run_dir / "metrics.addr").exists, log=self.log)
+        addr = self.run_dir / "metrics.addr"
+        try:
+            wait_until(
+                "the metrics endpoint",
+                lambda: addr.exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
+                log=self.log,
+            )
+            if not addr.exists():
+                raise AssertionError(f"procsmith run exited: {self.log.read_text()[-3000:]}")
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: stop what was started here.
+            self.proc.kill()
+            self.proc.wait()
+            raise
         return self
 
     @property
@@ -137,6 +175,14 @@ class Pipeline:
         kids = children_of(self.pid)
         self.child_pids |= set(kids.values())
         return kids
+
+    def wait_flowing(self, rounds: int = 2) -> None:
+        """Until rounds complete: every stage is up, bound and connected."""
+        wait_until(
+            f"{rounds} rounds",
+            lambda: self.metrics().get("procsmith_rounds_total") >= rounds,
+            log=self.log,
+        )
 
     def child(self, label: str) -> int:
         """The pid of one stage process, waiting for it (a fresh child names itself)."""

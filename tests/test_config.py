@@ -58,6 +58,7 @@ def test_env_overrides() -> None:
         "PROCSMITH_PROC_ROOT": "/host/proc",
         "PROCSMITH_CONFIG": "ignored",
         "HOME": "/",
+        "PROCSMITH_ENFORCE__PENALTIES__VERY": "kill-process",
     }
     config = load_config(None, env)
     assert (config.scan.interval, config.filter.lru_size, config.proc_root) == (
@@ -65,6 +66,16 @@ def test_env_overrides() -> None:
         7,
         "/host/proc",
     )
+    assert config.enforce.penalties.very == "kill-process"
+
+
+def test_env_cannot_make_a_value_a_section(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[scan]\ninterval = '1s'\n")
+    with pytest.raises(
+        ConfigError, match="PROCSMITH_SCAN__INTERVAL__X: 'interval' is not a section"
+    ):
+        load_config(path, {"PROCSMITH_SCAN__INTERVAL__X": "1"})
 
 
 @pytest.mark.parametrize(
@@ -72,7 +83,9 @@ def test_env_overrides() -> None:
     [
         ({"PROCSMITH_SCAN__INTERVALL": "1s"}, ["PROCSMITH_SCAN__INTERVALL", "intervall"]),
         ({"PROCSMITH_FILTER__LRU_SIZE": "many"}, ["PROCSMITH_FILTER__LRU_SIZE", "lru_size"]),
-        ({"PROCSMITH_A__B__C": "1"}, ["PROCSMITH_A__B__C"]),
+        ({"PROCSMITH_A__B__C": "1"}, ["PROCSMITH_A__B__C", "unknown field `a`"]),
+        ({"PROCSMITH_SCAN____X": "1"}, ["PROCSMITH_SCAN____X"]),
+        ({"PROCSMITH_SCAN__INTERVAL__X": "1"}, ["PROCSMITH_SCAN__INTERVAL__X", "$.scan.interval"]),
     ],
 )
 def test_env_refused(env: dict[str, str], words: list[str]) -> None:

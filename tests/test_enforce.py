@@ -20,7 +20,7 @@ from pipeline.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORC
 from pipeline.config import ConfigError, Duration, EnforceConfig, PenaltiesConfig, Penalty
 from pipeline.meter import Tally
 from pipeline.render import finding_line
-from pipeline.schema import Finding, Kind, Level, Process, Workspace
+from pipeline.schema import Finding, Judged, Kind, Level, Process, Workspace
 from pipeline.simworkspace import SimulatedTree, sleeper, workspace
 from stages.enforce import Enforcer
 from stages.pidcheck import current_starttime
@@ -87,7 +87,7 @@ def test_finding_written_as_json_lines(tmp_path: Path, tally: Tally) -> None:
     ws = Workspace("owner", "ws", "inst", "https://example.com/r", 42)
     proc = Process(7, 6, 123, 99, "/proc/7/exe", ["./xmrig"], Kind.USER_WORKLOAD, ws)
     finding = Finding(proc, "xmrig", Level.AUDIT, "commandline", datetime(2024, 5, 1, tzinfo=UTC))
-    assert e.handle(finding) == [finding]
+    assert e.handle(finding) == [finding, Judged(proc, "finding")]
     e.close()
     assert out.getvalue() == path.read_bytes() == finding_line(finding)
     line = orjson.loads(out.getvalue())
@@ -120,7 +120,7 @@ def test_unwritable_output(tmp_path: Path, tally: Tally) -> None:
         Enforcer(EnforceConfig(output=[str(tmp_path / "no" / "f")]), tally, "/proc")
     e = Enforcer(EnforceConfig(output=["/dev/full"]), tally, "/proc")
     proc = Process(7, 6, 123, 99, "/proc/7/exe", [], Kind.USER_WORKLOAD)
-    assert len(e.handle(finding_for(proc))) == 1
+    assert len(e.handle(finding_for(proc))) == 2
     assert tally.get(ENFORCE_WRITE_ERRORS) == 1
 
 
@@ -218,6 +218,18 @@ def test_exec_gets_the_finding_on_stdin(tmp_path: Path, tally: Tally) -> None:
     e.handle(finding)
     assert out.read_bytes() == finding_line(finding)
     assert tally.get(ENFORCE_PENALTIES, action="exec", result="ok") == 1
+
+
+def test_exec_argv_is_exactly_the_configured_one(tmp_path: Path, tally: Tally) -> None:
+    """No shell, no interpolation: a finding's text never becomes part of a command."""
+    out = tmp_path / "argv"
+    script = "import sys, json; open(sys.argv[1], 'w').write(json.dumps(sys.argv[1:]))"
+    command = [sys.executable, "-c", script, str(out), "$(touch pwned)", "; rm -rf /", "`id`"]
+    e = _exec_enforcer(tally, command)
+    proc = Process(7, 6, 123, 99, "/proc/7/exe", ["$(reboot)", "|", "sh"], Kind.USER_WORKLOAD)
+    e.handle(finding_for(proc, Level.BARELY))
+    assert orjson.loads(out.read_bytes()) == command[3:]
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import msgspec
 
-from pipeline.catalog import CACHE_USE
+from pipeline.catalog import (
+    CACHE_USE,
+    FILTER_GAVE_UP,
+    FILTER_RETRIES,
+    ROUND_COMPLETED,
+    ROUND_DURATION,
+    ROUNDS,
+)
 from pipeline.meter import Tally
-from pipeline.schema import Kind, Process
-from stages.filter import SeenFilter
+from pipeline.schema import Judged, Kind, Process, Workloads
+from stages.filter import FilterStage, SeenFilter
 
 
 def proc(pid: int, starttime: int = 100, ppid: int = 1, dev: int = 8, ino: int = 1) -> Process:
@@ -56,3 +63,82 @@ def test_lru_evicts_least_recent(tally: Tally) -> None:
 def test_records_round_trip_msgpack() -> None:
     p = proc(7)
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(p), type=Process) == p
+
+
+def stage(tally: Tally, *, timeout: float = 10.0, attempts: int = 3) -> FilterStage:
+    return FilterStage(SeenFilter(100, tally), tally, ack_timeout=timeout, max_attempts=attempts)
+
+
+def round_of(*procs: Process) -> Workloads:
+    return Workloads(1, list(procs))
+
+
+def test_handover_completes_when_the_verdict_comes_back(tally: Tally) -> None:
+    f = stage(tally)
+    assert f.handle(round_of(proc(1), proc(2)), now=0) == [proc(1), proc(2)]
+    f.sent(proc(1), now=0)
+    f.dropped(proc(2), now=0)
+    # 1 awaits its verdict (a hit); 2 was dropped, so it is offered again (D7).
+    assert f.handle(round_of(proc(1), proc(2)), now=1) == [proc(2)]
+    assert f.seen.inflight == 1 and proc(1) not in f.seen
+    assert f.handle(Judged(proc(1), "clean"), now=2) == ()
+    assert f.seen.inflight == 0 and proc(1) in f.seen
+    assert f.handle(round_of(proc(1)), now=3) == []
+
+
+def test_overdue_is_sent_again_even_after_the_process_is_gone(tally: Tally) -> None:
+    """A match process died with it: the filter sends it again from its own table, and match
+    will say `vanished` — a verdict — rather than the process never being judged."""
+    f = stage(tally, timeout=10, attempts=3)
+    f.handle(round_of(proc(1)), now=0)
+    f.sent(proc(1), now=0)
+    assert f.handle(round_of(), now=5) == []  # not overdue yet
+    assert f.handle(round_of(), now=10) == [proc(1)]  # overdue, and no longer in the round
+    f.sent(proc(1), now=10)
+    assert tally.get(FILTER_RETRIES) == 1
+    assert f.handle(Judged(proc(1), "vanished"), now=11) == ()
+    assert f.seen.inflight == 0 and proc(1) in f.seen
+
+
+def test_given_up_after_max_attempts(tally: Tally) -> None:
+    f = stage(tally, timeout=1, attempts=2)
+    f.handle(round_of(proc(1)), now=0)
+    f.sent(proc(1), now=0)
+    assert f.handle(round_of(proc(1)), now=1) == [proc(1)]
+    f.sent(proc(1), now=1)  # the second and last send
+    assert f.handle(round_of(proc(1)), now=2) == []
+    assert tally.get(FILTER_GAVE_UP) == 1
+    assert proc(1) in f.seen and f.seen.inflight == 0
+
+
+def test_a_dropped_retry_is_tried_again_without_costing_an_attempt(tally: Tally) -> None:
+    f = stage(tally, timeout=1, attempts=2)
+    f.handle(round_of(), now=0)
+    f.handle(round_of(proc(1)), now=0)
+    f.sent(proc(1), now=0)
+    for now in (1, 2, 3):  # match's queue stays full: every retry is dropped
+        assert f.handle(round_of(), now=now) == [proc(1)]
+        f.dropped(proc(1), now=now)
+    assert tally.get(FILTER_GAVE_UP) == 0
+    f.sent(proc(1), now=4)
+    assert f.handle(round_of(), now=5) == []  # two sends: given up now
+    assert tally.get(FILTER_GAVE_UP) == 1
+
+
+def test_a_late_verdict_after_a_retry_is_harmless(tally: Tally) -> None:
+    f = stage(tally, timeout=1)
+    f.handle(round_of(proc(1)), now=0)
+    f.sent(proc(1), now=0)
+    f.handle(round_of(), now=1)
+    f.sent(proc(1), now=1)
+    for _ in range(2):  # both verdicts arrive
+        assert f.handle(Judged(proc(1), "clean"), now=2) == ()
+    assert f.seen.inflight == 0 and len(f.seen) == 1
+
+
+def test_round_metrics(tally: Tally) -> None:
+    f = stage(tally)
+    f.handle(Workloads(1, [], started=100.0), now=102.5)
+    assert tally.get(ROUNDS) == 1
+    assert tally.get(ROUND_COMPLETED) == 102.5
+    assert tally.observations[(ROUND_DURATION, ())] == [2.5]

@@ -36,12 +36,11 @@ def test_stand_in_miner_found_at_very(elf_bins: ElfBins, tally: Tally) -> None:
         stale = msgspec.structs.replace(procs[sim.pids["miner0"]], starttime=1)
         assert matcher.judge(stale) == [Judged(stale, "reused")]
     for label in ("miner0", "miner1", "miner2"):
-        finding, done = judged[label]
+        (finding,) = judged[label]
         assert isinstance(finding, Finding)
         assert finding.level is Level.VERY
         assert finding.process.workspace is not None
         assert finding.process.workspace.pid == sim.pids["supervisor"]
-        assert done == Judged(finding.process, "finding")
     assert judged["editor"] == [Judged(procs[sim.pids["editor"]], "clean")]
     # Three processes of one binary and one sleep: two scans.
     assert tally.get(MATCH_EXE_SCANS) == 2

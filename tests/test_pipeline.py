@@ -67,11 +67,14 @@ def test_run_equals_once_on_real_proc() -> None:
         with SimulatedTree(workspace(users, workspace_id="ws-pipe")) as sim:
             want = {sim.pids[x] for x in ("a", "b", "b-child")}
             wait_until("the workspace judged", lambda: want <= tap.judged().keys(), log=pipe.log)
-            expected = once("/proc")
+            expected = [r for r in once("/proc") if r["workspace"]["workspace_id"] == "ws-pipe"]
             judged = tap.judged()
-        assert {r["pid"] for r in expected} == want
-        assert {key(judged[p]) for p in want} == {key(r) for r in expected}
-        assert set(judged) == want  # nothing outside the workspace reached match
+        # Another workspace may run on this node; the comparison is of ours.
+        ours = {p: r for p, r in judged.items() if r["workspace"]["workspace_id"] == "ws-pipe"}
+        assert {r["pid"] for r in expected} == want == set(ours)
+        assert {key(r) for r in ours.values()} == {key(r) for r in expected}
+        # Nothing outside a workspace reached match.
+        assert all(r["workspace"] is not None for r in judged.values())
 
 
 def test_slow_match_never_stalls_rounds_and_loses_nothing(tmp_path: Path) -> None:
@@ -84,6 +87,10 @@ def test_slow_match_never_stalls_rounds_and_loses_nothing(tmp_path: Path) -> Non
         "PROCSMITH_MATCH__REPLICAS": "1",
         "PROCSMITH_MATCH__DELAY": "50ms",
         "PROCSMITH_TRANSPORT__HWM": "5",
+        # With queues this small a verdict can find no room in time under load; it is then
+        # offered again after ack_timeout, which should not be the default minute here.
+        "PROCSMITH_FILTER__ACK_TIMEOUT": "2s",
+        "PROCSMITH_FILTER__MAX_ATTEMPTS": "50",
     }
     n = 200
     with Pipeline(fs.root, slow) as pipe, tapping(pipe, "match") as tap:
@@ -222,3 +229,56 @@ def test_sigint_stops_too(tmp_path: Path) -> None:
     wait_until("all stages", lambda: len(pipe.children()) == 9, log=pipe.log)
     assert pipe.stop(signal.SIGINT) == 0
     assert not [p for p in pipe.child_pids if stat_of(p) is not None]
+
+
+def test_a_finding_made_while_enforce_is_down_is_not_lost(tmp_path: Path) -> None:
+    """match waits for room (send_timeout), then leaves the process unacknowledged; the
+    filter offers it again after ack_timeout, and the finding reaches enforce once it is back."""
+    fs = FakeProcfs(tmp_path / "proc", atomic=True)
+    fs.add(1, 0, ["/sbin/init"])
+    fs.workspace(10, 11)
+    env = {
+        "PROCSMITH_TRANSPORT__SEND_TIMEOUT": "100ms",
+        "PROCSMITH_FILTER__ACK_TIMEOUT": "1s",
+        "PROCSMITH_FILTER__MAX_ATTEMPTS": "20",
+        "PROCSMITH_SUPERVISOR__BACKOFF_INITIAL": "3s",
+        "PROCSMITH_SUPERVISOR__BACKOFF_MAX": "3s",
+    }
+    with Pipeline(fs.root, env) as pipe:
+        pipe.wait_flowing()
+        os.kill(pipe.child("enforce/0"), signal.SIGKILL)
+        wait_until("enforce down", lambda: "enforce/0" not in pipe.children(), log=pipe.log)
+        fs.add(20, 11, ["./xmrig", "-o", "pool.example.invalid:3333"])
+        wait_until(
+            "match to give the finding up",
+            lambda: pipe.metrics().get("procsmith_stage_records_dropped_total", stage="match"),
+            log=pipe.log,
+        )
+        line = wait_until("the finding", pipe.out.read_bytes, log=pipe.log)
+        finding = orjson.loads(line.splitlines()[0])
+        assert (finding["process"]["pid"], finding["classifier"]) == (20, "commandline")
+        assert pipe.metrics().get("procsmith_filter_retries_total") >= 1
+
+
+def test_a_finding_lost_with_enforce_is_made_again(tmp_path: Path) -> None:
+    """enforce, not match, acknowledges a process with a finding, once the finding is written:
+    a finding that dies queued inside enforce leaves its process unacknowledged, so the
+    filter offers it again and the finding is made again."""
+    fs = FakeProcfs(tmp_path / "proc", atomic=True)
+    fs.add(1, 0, ["/sbin/init"])
+    fs.workspace(10, 11)
+    env = {"PROCSMITH_FILTER__ACK_TIMEOUT": "1s", "PROCSMITH_FILTER__MAX_ATTEMPTS": "20"}
+    with Pipeline(fs.root, env) as pipe:
+        pipe.wait_flowing()
+        enforce = pipe.child("enforce/0")
+        os.kill(enforce, signal.SIGSTOP)  # it takes nothing more off its queue
+        fs.add(20, 11, ["./xmrig", "-o", "pool.example.invalid:3333"])
+        wait_until(
+            "match to hand the finding to enforce",
+            lambda: pipe.metrics().get("procsmith_stage_records_out_total", stage="match"),
+            log=pipe.log,
+        )
+        os.kill(enforce, signal.SIGKILL)  # the finding dies in its queue
+        line = wait_until("the finding", pipe.out.read_bytes, log=pipe.log)
+        assert orjson.loads(line.splitlines()[0])["process"]["pid"] == 20
+        assert pipe.metrics().get("procsmith_filter_retries_total") >= 1

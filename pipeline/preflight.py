@@ -1,0 +1,63 @@
+"""What a stage would otherwise find out only after it started, checked before anything starts.
+
+A bad signature file, an enforce output that cannot be opened, an exec penalty whose program
+does not exist, or a run directory others can get into is refused with a message naming the
+file and the reason (exit code 2), instead of a stage process dying at start and the
+supervisor taking that for a crash loop. The signatures are compiled here, once: forked match
+processes inherit the compiled rules, so replicas share them and a restart recompiles nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from pipeline.config import Config, ConfigError
+from pipeline.transport import Endpoints, RunDirError, ensure_run_dir
+from pipeline.wiring import binders
+from stages.signatures import SignatureError, SignatureSet, load_signatures
+
+
+class Prepared(NamedTuple):
+    """What the checks produced that the stages use."""
+
+    signatures: SignatureSet | None = None
+
+
+def preflight(config: Config, stages: Iterable[str]) -> Prepared:
+    """Check what ``stages`` need; raises ConfigError naming what is wrong."""
+    stages = set(stages)
+    if config.transport.kind == "ipc":
+        try:
+            ensure_run_dir(Endpoints(config.transport, binders()).run_dir)
+        except (RunDirError, OSError) as err:
+            raise ConfigError(f"transport.run_dir: {err}") from None
+    if "enforce" in stages:
+        _check_enforce(config)
+    signatures = None
+    if "match" in stages:
+        try:
+            signatures = load_signatures([Path(p) for p in config.match.signatures])
+        except SignatureError as err:
+            raise ConfigError(f"match.signatures: {err}") from None
+    return Prepared(signatures)
+
+
+def _check_enforce(config: Config) -> None:
+    for name in config.enforce.output:
+        if name == "-":
+            continue
+        try:
+            with open(name, "ab"):
+                pass
+        except OSError as err:
+            raise ConfigError(f"enforce.output: cannot open {name}: {err.strerror}") from None
+    levels = config.enforce.penalties
+    if "exec" in (levels.very, levels.audit, levels.barely):
+        program = config.enforce.exec_command[0]
+        found = shutil.which(program) if os.sep not in program else program
+        if found is None or not os.access(found, os.X_OK):
+            raise ConfigError(f"enforce.exec_command: {program!r} is not an executable program")

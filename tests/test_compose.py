@@ -1,0 +1,133 @@
+"""docker-compose.yml: validated by a real compose parser, and the very stage commands it
+names started as plain processes on loopback tcp form a working pipeline (issue #3).
+
+No Docker engine runs here. Compose's own loader resolves YAML anchors and merge keys before
+it validates; PyYAML does that part here, and compose-spec (bindings to the Rust compose_spec
+crate) validates the result strictly: unknown keys, wrong types, bad volume syntax.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from tests.fakeproc import FakeProcfs
+from tests.harness import procsmith, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+PIPELINE = {"scan-0", "scan-1", "tree", "classify", "filter", "match", "enforce"}
+
+
+def services() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    PyCompose.from_json(orjson.dumps(data).decode())  # ValueError naming the key if refused
+    result: dict[str, Any] = data["services"]
+    return result
+
+
+def test_compose_file_is_valid_and_complete() -> None:
+    svc = services()
+    assert set(svc) == PIPELINE | {"taphub", "tap"}
+    for name, s in svc.items():
+        for dep in s.get("depends_on", []):
+            assert dep in svc, f"{name} depends on unknown {dep}"
+    assert [s["command"][:4] for n, s in sorted(svc.items()) if n.startswith("scan")] == [
+        ["stage", "scan", "--shard", "0/2"],
+        ["stage", "scan", "--shard", "1/2"],
+    ]
+    assert svc["match"]["deploy"]["replicas"] == 2
+    for name in ("scan-0", "scan-1", "match", "enforce"):
+        assert svc[name]["pid"] == "host"
+        assert "/proc:/host/proc:ro" in svc[name]["volumes"]
+    for name in ("taphub", "tap"):
+        assert svc[name]["profiles"] == ["debug"]
+    assert "build" in svc["scan-0"]
+    assert {s["image"] for s in svc.values()} == {"procsmith:local"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("services:\n  a:\n    image: x\n    commandd: [stage]\n", "commandd"),
+        ("services:\n  a:\n    image: x\n    volumes: [':::']\n", "volume"),
+        ("services:\n  a:\n    image: x\n    deploy: {replicas: many}\n", "many"),
+    ],
+)
+def test_the_parser_refuses_bad_files(bad: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        PyCompose.from_json(orjson.dumps(yaml.safe_load(bad)).decode())
+
+
+def free_base_port() -> int:
+    """A base port whose endpoint ports (base+1 … base+7) are all free now."""
+    for base in range(24000, 60000, 97):
+        try:
+            socks = []
+            for offset in range(1, 8):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free ports")
+
+
+def local_command(command: list[str]) -> list[str]:
+    """A service's command as it would run here: the config from this checkout, and metrics
+    on a port of the OS's choosing (all stages share one host here)."""
+    out = [a.replace("/app/config/", f"{ROOT}/config/") for a in command]
+    if "--metrics-addr" in out:
+        out[out.index("--metrics-addr") + 1] = "127.0.0.1:0"
+    return procsmith(*out)
+
+
+def test_compose_commands_form_a_working_pipeline(tmp_path: Path) -> None:
+    fs = FakeProcfs(tmp_path / "proc", atomic=True)
+    fs.add(1, 0, ["/sbin/init"])
+    fs.workspace(10, 11, workspace_id="ws-compose")
+    env = {
+        **os.environ,
+        # The compose network's names all become this host's loopback.
+        "PROCSMITH_TRANSPORT__BIND_HOST": "127.0.0.1",
+        "PROCSMITH_TRANSPORT__HOSTS": "{}",
+        "PROCSMITH_TRANSPORT__BASE_PORT": str(free_base_port()),
+        "PROCSMITH_PROC_ROOT": str(fs.root),
+        "PROCSMITH_SCAN__INTERVAL": "200ms",
+        "PROCSMITH_TREE__GRACE": "150ms",
+    }
+    svc = services()
+    findings = tmp_path / "enforce.out"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with findings.open("wb") as out, (tmp_path / "stages.log").open("wb") as log:
+            for name in sorted(PIPELINE | {"taphub"}):
+                replicas = svc[name].get("deploy", {}).get("replicas", 1)
+                for _ in range(replicas):
+                    stdout = out if name == "enforce" else log
+                    cmd = local_command(svc[name]["command"])
+                    procs.append(subprocess.Popen(cmd, env=env, stdout=stdout, stderr=log))
+        fs.add(20, 11, ["./xmrig", "--donate-level", "1"])
+        line = wait_until("a finding", findings.read_bytes, log=tmp_path / "stages.log")
+        finding = orjson.loads(line.splitlines()[0])
+        assert finding["process"]["pid"] == 20
+        assert finding["process"]["workspace"]["workspace_id"] == "ws-compose"
+        assert finding["classifier"] == "commandline"
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(30) for p in procs]
+    assert codes == [0] * len(procs)
