@@ -77,8 +77,8 @@ class Findings:
 
 
 def scrape(pipe: Pipeline, attempts: int = 20) -> Metrics:
-    """The pipeline's metrics. A scrape that fails is tried again: the supervisor's endpoint
-    has been seen to close a connection without answering while its stages were starting."""
+    """The pipeline's metrics. A scrape that fails is tried again: one can catch a stage's
+    metrics file created but not yet written while the stage starts."""
     for _ in range(attempts - 1):
         try:
             return pipe.metrics()
