@@ -244,7 +244,7 @@ class ShardReader:
     def _reread(self, pid: int, base: str, entry: Known, data: bytes) -> RawProcess | None:
         """A full read: due, or the stat line shows an exec (or a new process)."""
         if self._plain_files and not _same_file(entry.fd, base + "stat"):
-            self._forget(pid)  # a fake tree's file replaced since it was opened
+            self._forget(pid)  # a fake process moved aside since its file was opened
             return self._read_new(pid)
         if data == entry.stat and entry.due:
             return self._recheck(pid, base, entry)
