@@ -39,6 +39,11 @@ class SeenFilter:
     ``judged`` when the verdict comes back. A process dropped under back-pressure is simply
     not marked, so it is offered again next round. One handed on whose verdict does not come
     back (its match process died) is sent again from here, see ``overdue``.
+
+    Eviction passes over processes seen in the current round: evicting a process that still
+    runs only means judging it (and penalising it) again next round, forever, once a node
+    has more workload processes than ``capacity`` (the reference's behaviour). So the LRU
+    holds every live process it has judged, plus up to ``capacity`` that have gone.
     """
 
     def __init__(self, capacity: int, meter: Meter) -> None:
@@ -46,7 +51,9 @@ class SeenFilter:
             raise ValueError("the LRU needs room for at least one process")
         self.capacity = capacity
         self.meter = meter
-        self._seen: OrderedDict[SeenKey, None] = OrderedDict()
+        # key → the round it was last seen in; least recently seen first.
+        self._seen: OrderedDict[SeenKey, int] = OrderedDict()
+        self._round = 0
         # Handed on, verdict awaited: the record, when it was last sent, how often it was sent.
         self._inflight: dict[SeenKey, tuple[Process, float, int]] = {}
 
@@ -61,15 +68,18 @@ class SeenFilter:
         return len(self._inflight)
 
     def unseen(self, procs: Iterable[Process]) -> list[Process]:
-        """The processes neither judged nor awaiting a verdict; hits refresh the LRU.
+        """The processes neither judged nor awaiting a verdict; hits refresh the LRU. Each call
+        is a new round.
 
         A process awaiting its verdict counts as a hit: it has been handed on.
         """
+        self._round += 1
         fresh = []
         hits = 0
         for proc in procs:
             key = seen_key(proc)
             if key in self._seen:
+                self._seen[key] = self._round
                 self._seen.move_to_end(key)
                 hits += 1
             elif key in self._inflight:
@@ -84,9 +94,11 @@ class SeenFilter:
 
     def mark_seen(self, proc: Process) -> None:
         key = seen_key(proc)
-        self._seen[key] = None
+        self._seen[key] = self._round
         self._seen.move_to_end(key)
-        if len(self._seen) > self.capacity:
+        while len(self._seen) > self.capacity:
+            if next(iter(self._seen.values())) >= self._round:
+                break  # the least recent still runs, and so does everything after it
             self._seen.popitem(last=False)
 
     def handed_on(self, proc: Process, now: float) -> None:

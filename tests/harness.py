@@ -3,6 +3,7 @@ alone, and the tap, each a subprocess; metrics read from the real endpoint."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -55,9 +56,16 @@ def without_file_capabilities() -> list[str]:
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
+_short_parent: list[Path] = []
+
+
 def short_run_dir() -> Path:
-    # Unix socket paths are limited to 107 bytes: pytest's tmp_path is too deep.
-    return Path(tempfile.mkdtemp(prefix="ps-", dir="/tmp"))
+    """A fresh directory with a short path (Unix socket paths are limited to 107 bytes, and
+    pytest's tmp_path is too deep). All of them go when this process exits."""
+    if not _short_parent:
+        _short_parent.append(Path(tempfile.mkdtemp(prefix="ps-", dir="/tmp")))
+        atexit.register(shutil.rmtree, _short_parent[0], ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=_short_parent[0]))
 
 
 def procsmith(*args: str) -> list[str]:

@@ -40,12 +40,21 @@ def test_reused_pid_is_new(fakeproc: FakeProcfs) -> None:
     assert [p.cmdline for p in det.round()] == [["b"]]
 
 
-def test_lru_size_from_config_bounds_memory(fakeproc: FakeProcfs) -> None:
+def test_live_processes_are_never_judged_twice_however_small_the_lru(
+    fakeproc: FakeProcfs,
+) -> None:
+    """The reference re-judges (and re-penalises) every live process beyond the LRU's size
+    each round. Here the LRU holds every live judged process; lru_size bounds the gone ones."""
     fakeproc.workspace(10, 11)
     for pid in range(20, 30):
         fakeproc.add(pid, 11)
     det = detector(fakeproc, lru=4)
     assert len(det.round()) == 10
-    assert len(det.filter) == 4
-    # The four marked last are remembered; the six evicted come back to be judged again.
-    assert [p.pid for p in det.round()] == list(range(20, 26))
+    assert det.round() == [] and det.round() == []
+    assert len(det.filter) == 10  # all live: over lru_size, bounded by the live set
+    for pid in range(20, 28):
+        fakeproc.remove(pid)
+    fakeproc.add(40, 11)
+    assert [p.pid for p in det.round()] == [40]
+    assert len(det.filter) == 4  # 3 live, and the most recent of the 8 gone
+    assert det.round() == []

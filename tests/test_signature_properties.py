@@ -8,10 +8,10 @@ import contextlib
 import json
 import random
 import string
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +20,6 @@ from stages.signatures import SignatureError, load_signatures
 from stages.signatures.agentsmith import parse_agent_smith
 from tests.sigfiles import one_signature, sig
 
-_DIR = Path(tempfile.mkdtemp(prefix="procsmith-sigprops-"))
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # JSON values biased towards the shapes and keys the loader looks at.
@@ -43,8 +42,13 @@ _JSON = st.recursive(
 )
 
 
-def _load(document: Any) -> None:
-    path = _DIR / "props.json"
+@pytest.fixture(scope="module")
+def sig_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sigprops")
+
+
+def _load(document: Any, directory: Path) -> None:
+    path = directory / "props.json"
     path.write_text(json.dumps({"blocklists": document}))
     with contextlib.suppress(SignatureError):
         load_signatures([path])
@@ -59,8 +63,8 @@ def test_any_bytes_parse_or_refuse(data: bytes) -> None:
 
 @_SETTINGS
 @given(_JSON)
-def test_any_json_loads_or_refuses(document: Any) -> None:
-    _load(document)
+def test_any_json_loads_or_refuses(sig_dir: Path, document: Any) -> None:
+    _load(document, sig_dir)
 
 
 _SIGNATURE = st.fixed_dictionaries(
@@ -87,18 +91,20 @@ _LEVEL = st.fixed_dictionaries(
 
 @_SETTINGS
 @given(st.dictionaries(st.sampled_from(["very", "audit", "barely"]), _LEVEL))
-def test_well_shaped_configs_load_or_refuse(document: dict[str, Any]) -> None:
+def test_well_shaped_configs_load_or_refuse(sig_dir: Path, document: dict[str, Any]) -> None:
     """Shapes close to valid reach the YARA-X compiler with odd patterns and regexps."""
-    _load(document)
+    _load(document, sig_dir)
 
 
 @_SETTINGS
 @given(st.binary(min_size=1, max_size=40), st.integers(0, 2000), st.integers(0, 2**32))
-def test_a_literal_pattern_is_found_where_it_is(pattern: bytes, offset: int, seed: int) -> None:
+def test_a_literal_pattern_is_found_where_it_is(
+    sig_dir: Path, pattern: bytes, offset: int, seed: int
+) -> None:
     noise = random.Random(seed).randbytes(2100)  # noqa: S311 - test data
     filler = bytes(b for b in noise if b not in pattern[:1])
     data = filler[:offset] + pattern + filler[offset:]
-    signatures = load_signatures([one_signature(_DIR / "lit.json", sig("p", pattern))])
+    signatures = load_signatures([one_signature(sig_dir / "lit.json", sig("p", pattern))])
     assert [h.signature for h in signatures.judge_bytes(data)] == ["p"]
     assert signatures.judge_bytes(filler) == []
 
@@ -110,9 +116,9 @@ def _quote_meta(text: str) -> str:
 
 @_SETTINGS
 @given(st.text(alphabet=string.printable, min_size=1, max_size=30))
-def test_a_quoted_regexp_matches_its_text(text: str) -> None:
+def test_a_quoted_regexp_matches_its_text(sig_dir: Path, text: str) -> None:
     """Slashes, quotes, newlines and every other ASCII byte survive the trip into YARA."""
-    path = one_signature(_DIR / "re.json", sig("re", _quote_meta(text), regexp=True))
+    path = one_signature(sig_dir / "re.json", sig("re", _quote_meta(text), regexp=True))
     signatures = load_signatures([path])
     raw = text.encode()
     assert [h.signature for h in signatures.judge_bytes(b"\x00\x01" + raw + b"\x02")] == ["re"]
