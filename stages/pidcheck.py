@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 
-from stages.procfs import STAT_MAX_BYTES, parse_stat, read_bounded
-from stages.scan import skip_reason
+from stages.procfs import STAT_MAX_BYTES, parse_stat, read_bounded, skip_reason
 
 
 def current_starttime(proc_dir: str) -> int | str:

@@ -7,6 +7,7 @@ environment and its comm, and nothing in them may raise.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import msgspec
@@ -182,3 +183,35 @@ def read_stat(path: str) -> bytes:
         return os.read(fd, STAT_READ)
     finally:
         os.close(fd)
+
+
+_VANISHED = frozenset({errno.ENOENT, errno.ESRCH})
+_DENIED = frozenset({errno.EACCES, errno.EPERM})
+
+
+def skip_reason(err: OSError) -> str:
+    """A bounded label for why a process could not be read."""
+    if err.errno in _VANISHED:
+        return "vanished"
+    if err.errno in _DENIED:
+        return "denied"
+    return "io_error"
+
+
+def exe_identity(base: str) -> tuple[int, int]:
+    try:
+        exe = os.stat(base + "exe")
+    except OSError:
+        return 0, 0  # kernel threads and zombies have no executable
+    return exe.st_dev, exe.st_ino
+
+
+def same_file(fd: int, path: str) -> bool:
+    """Whether ``fd`` (-1: none) is still the file at ``path``."""
+    if fd < 0:
+        return True  # the line was just read by path
+    try:
+        at_path, opened = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)

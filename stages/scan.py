@@ -21,6 +21,7 @@ from stages.procfs import (
     OPEN_FLAGS,
     STAT_MAX_BYTES,
     STAT_READ,
+    exe_identity,
     exec_marks,
     is_ring1,
     list_pids,
@@ -29,6 +30,8 @@ from stages.procfs import (
     parse_stat,
     read_bounded,
     read_stat,
+    same_file,
+    skip_reason,
 )
 
 # A process is re-read in full at least this often: the bound on how long an exec that its
@@ -39,19 +42,8 @@ from stages.procfs import (
 RECHECK_SECONDS = 30.0
 RECHECK_EVERY = 15
 
-_VANISHED = frozenset({errno.ENOENT, errno.ESRCH})
-_DENIED = frozenset({errno.EACCES, errno.EPERM})
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 T = TypeVar("T")
-
-
-def skip_reason(err: OSError) -> str:
-    """A bounded label for why a process could not be read."""
-    if err.errno in _VANISHED:
-        return "vanished"
-    if err.errno in _DENIED:
-        return "denied"
-    return "io_error"
 
 
 class ShardReader:
@@ -243,7 +235,7 @@ class ShardReader:
 
     def _reread(self, pid: int, base: str, entry: Known, data: bytes) -> RawProcess | None:
         """A full read: due, or the stat line shows an exec (or a new process)."""
-        if self._plain_files and not _same_file(entry.fd, base + "stat"):
+        if self._plain_files and not same_file(entry.fd, base + "stat"):
             self._forget(pid)  # a fake process moved aside since its file was opened
             return self._read_new(pid)
         if data == entry.stat and entry.due:
@@ -284,7 +276,7 @@ class ShardReader:
         if cut:
             self._truncated["cmdline"] += 1
         cmdline = parse_cmdline(raw_cmdline)
-        exe_dev, exe_ino = _exe_identity(base)
+        exe_dev, exe_ino = exe_identity(base)
         ring1 = is_ring1(cmdline)
         env = self._gitpod_env(base) if ring1 else None
         proc = RawProcess(pid, stat.ppid, stat.starttime, stat.comm, cmdline, exe_dev, exe_ino, env)
@@ -309,7 +301,7 @@ class ShardReader:
         if cut:
             self._truncated["cmdline"] += 1
         entry.cut = cut
-        exe_dev, exe_ino = _exe_identity(base)
+        exe_dev, exe_ino = exe_identity(base)
         proc = entry.proc
         if (cmdline, exe_dev, exe_ino) != (proc.cmdline, proc.exe_dev, proc.exe_ino):
             proc = entry.proc = msgspec.structs.replace(
@@ -336,25 +328,6 @@ class ShardReader:
         if cut:
             self._truncated["environ"] += 1
         return parse_gitpod_env(raw, truncated=cut)
-
-
-def _exe_identity(base: str) -> tuple[int, int]:
-    try:
-        exe = os.stat(base + "exe")
-    except OSError:
-        return 0, 0  # kernel threads and zombies have no executable
-    return exe.st_dev, exe.st_ino
-
-
-def _same_file(fd: int, path: str) -> bool:
-    """Whether ``fd`` (-1: none) is still the file at ``path``."""
-    if fd < 0:
-        return True  # the line was just read by path
-    try:
-        at_path, opened = os.stat(path), os.fstat(fd)
-    except OSError:
-        return False
-    return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 class ScanStage(Stage):

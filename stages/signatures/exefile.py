@@ -13,7 +13,7 @@ import os
 import stat
 from typing import NamedTuple
 
-from stages.scan import skip_reason
+from stages.procfs import skip_reason
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _READ_CHUNK = 1 << 30  # Linux returns at most ~2 GiB from one read anyway
