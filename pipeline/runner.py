@@ -117,8 +117,9 @@ class StageLoop:
             due = self.stage.next_tick(now)
             if due is not None and due <= now:
                 self.emit(self.stage.tick(now))
-                continue
-            timeout = None if due is None else max(1, int((due - now) * 1000) + 1)
+                timeout: int | None = 0  # a look at signals and input even if ticks run late
+            else:
+                timeout = None if due is None else max(1, int((due - now) * 1000) + 1)
             events = dict(poller.poll(timeout))
             if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
                 break

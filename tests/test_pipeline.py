@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -282,3 +284,22 @@ def test_a_finding_lost_with_enforce_is_made_again(tmp_path: Path) -> None:
         line = wait_until("the finding", pipe.out.read_bytes, log=pipe.log)
         assert orjson.loads(line.splitlines()[0])["process"]["pid"] == 20
         assert pipe.metrics().get("procsmith_filter_retries_total") >= 1
+
+
+def test_a_scan_slower_than_its_interval_still_stops_on_sigterm(tmp_path: Path) -> None:
+    """Rounds due back to back must not keep a stage from hearing its stop signal. (20,000
+    processes take longer than 50 ms to scan even in the steady state.)"""
+    shm = Path("/dev/shm")
+    base = Path(tempfile.mkdtemp(dir=shm)) if os.access(shm, os.W_OK) else tmp_path
+    fs = FakeProcfs(base / "proc")
+    fs.add(1, 0, ["/sbin/init"])
+    for pid in range(2, 20_000):
+        fs.add(pid, 1, ["daemon"], exe=None)
+    env = {"PROCSMITH_SCAN__INTERVAL": "50ms", "PROCSMITH_SCAN__SHARDS": "1"}
+    pipe = Pipeline(fs.root, env).start()
+    pipe.wait_flowing(rounds=3)
+    try:
+        assert pipe.stop() == 0
+        assert "did not stop in time" not in pipe.log.read_text()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
