@@ -26,6 +26,7 @@ import orjson
 from pipeline import exitcodes
 from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
 from pipeline.standin import MINER_C, CompilerMissing, compile_c
+from stages.procfs import is_running
 
 TIMEOUT = 60.0
 
@@ -33,15 +34,6 @@ TIMEOUT = 60.0
 def _say(text: str) -> None:
     sys.stdout.write(f"procsmith demo: {text}\n")
     sys.stdout.flush()
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return raw[raw.rfind(b")") + 2 : raw.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def _wait(what: str, cond: Callable[[], Any], pipeline: subprocess.Popen[bytes]) -> Any:
@@ -99,8 +91,8 @@ def run_demo(config_path: str | None = None) -> int:
             finding = orjson.loads(lines.splitlines()[0])
             _say("finding:")
             sys.stdout.write(orjson.dumps(finding, option=orjson.OPT_INDENT_2).decode() + "\n")
-            killed = _wait("the kill", lambda: not _alive(p["miner"]), pipeline)
-            spared = [_alive(p["editor"]), outside.poll() is None]
+            killed = _wait("the kill", lambda: not is_running(p["miner"]), pipeline)
+            spared = [is_running(p["editor"]), outside.poll() is None]
             _say(
                 f"the stand-in in the workspace (pid {p['miner']}) was "
                 f"{'killed' if killed else 'NOT killed'}; the editor and the same binary outside "

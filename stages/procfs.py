@@ -215,3 +215,18 @@ def same_file(fd: int, path: str) -> bool:
     except OSError:
         return False
     return (at_path.st_dev, at_path.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def process_state(pid: int, proc_root: str = "/proc") -> str | None:
+    """The state letter of a process (``R``, ``S``, ``Z``…), or ``None`` once it is gone."""
+    try:
+        raw = read_stat(f"{proc_root}/{pid}/stat")
+    except OSError:
+        return None
+    close = raw.rfind(b")")
+    return raw[close + 2 : close + 3].decode("ascii", "replace") or None
+
+
+def is_running(pid: int, proc_root: str = "/proc") -> bool:
+    """Alive, as opposed to gone or a zombie waiting to be reaped."""
+    return process_state(pid, proc_root) not in (None, "Z", "X")

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stages.procfs import process_state
 from tests.fakeproc import FakeProcfs
 from tests.harness import Pipeline, stat_of, wait_until
 
@@ -58,14 +59,6 @@ def _status(pid: int, key: str) -> int:
     except OSError:
         pass
     return 0
-
-
-def _state(pid: int) -> str:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return "gone"
-    return raw[raw.rfind(b")") + 2 : raw.rfind(b")") + 3].decode()
 
 
 def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> ChaosReport:
@@ -145,7 +138,7 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
         report.rounds = len(rounds())
         # Give the supervisor a moment to reap the last victim, then look for zombies.
         time.sleep(0.5)
-        report.zombies = [k for k in pipe.children().values() if _state(k) == "Z"]
+        report.zombies = [k for k in pipe.children().values() if process_state(k) == "Z"]
         report.supervisor_rss_kb = (rss_start, _status(pipe.pid, "VmRSS"))
         assert stat_of(pipe.pid) is not None
     return report

@@ -23,6 +23,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stages.procfs import parse_stat, read_stat
+
 # Fast rounds for tests; every test can override any key.
 FAST = {
     "PROCSMITH_SCAN__INTERVAL": "200ms",
@@ -75,11 +77,10 @@ def procsmith(*args: str) -> list[str]:
 def stat_of(pid: int) -> tuple[int, str] | None:
     """(ppid, comm) of a live process, read straight from procfs."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        stat = parse_stat(read_stat(f"/proc/{pid}/stat"))
     except OSError:
         return None
-    close = raw.rfind(b")")
-    return int(raw[close + 2 :].split()[1]), raw[raw.find(b"(") + 1 : close].decode()
+    return None if stat is None else (stat.ppid, stat.comm)
 
 
 def children_of(parent: int) -> dict[str, int]:

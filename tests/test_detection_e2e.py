@@ -4,21 +4,16 @@ stand-in miner inside a simulated workspace, and applies the configured penalty 
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import orjson
 import pytest
 
 from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
+from stages.procfs import is_running
 from tests.elfbins import ElfBins
-from tests.harness import Pipeline, procsmith, stat_of, wait_until
+from tests.harness import Pipeline, procsmith, wait_until
 
 pytestmark = pytest.mark.realproc
-
-
-def running(pid: int) -> bool:
-    raw = Path(f"/proc/{pid}/stat").read_bytes() if stat_of(pid) else b""
-    return bool(raw) and raw[raw.rfind(b")") + 2 : raw.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def test_stand_in_miner_found_once_and_killed_outsider_spared(elf_bins: ElfBins) -> None:
@@ -33,7 +28,7 @@ def test_stand_in_miner_found_once_and_killed_outsider_spared(elf_bins: ElfBins)
     try:
         with pipe, SimulatedTree(workspace(users, workspace_id="ws-e2e")) as sim:
             miner = sim.pids["miner"]
-            wait_until("the miner killed", lambda: not running(miner), log=pipe.log)
+            wait_until("the miner killed", lambda: not is_running(miner), log=pipe.log)
             rounds = pipe.metrics().get("procsmith_rounds_total")
             wait_until(
                 "three more rounds",
@@ -46,7 +41,7 @@ def test_stand_in_miner_found_once_and_killed_outsider_spared(elf_bins: ElfBins)
             assert finding["process"]["workspace"]["workspace_id"] == "ws-e2e"
             assert finding["process"]["workspace"]["pid"] == sim.pids["supervisor"]
             assert (finding["level"], finding["classifier"]) == ("very", "signature")
-            assert running(sim.pids["editor"])
+            assert is_running(sim.pids["editor"])
             assert outside.poll() is None  # the same binary outside any workspace is left alone
             m = pipe.metrics()
             assert (

@@ -24,6 +24,7 @@ from pipeline.schema import Finding, Judged, Kind, Level, Process, Workspace
 from pipeline.simworkspace import SimulatedTree, sleeper, workspace
 from stages.enforce import Enforcer
 from stages.pidcheck import current_starttime
+from stages.procfs import is_running
 
 pytestmark = pytest.mark.realproc
 
@@ -69,11 +70,7 @@ def gone_or_zombie(pid: int, within: float = 10.0) -> bool:
     """Waits for ``pid`` to die (a killed child of someone else stays a zombie until reaped)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except FileNotFoundError:
-            return True
-        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X"):
+        if not is_running(pid):
             return True
         time.sleep(0.02)
     return False

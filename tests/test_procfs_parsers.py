@@ -134,3 +134,18 @@ def test_read_bounded_fifo_does_not_block(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     assert read_bounded(str(fifo), 100) == (b"", False)
+
+
+def test_process_state_of_a_live_a_zombie_and_a_gone_process() -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from stages.procfs import is_running, process_state  # noqa: PLC0415
+
+    assert process_state(os.getpid()) == "R"
+    child = subprocess.Popen(["true"])
+    while process_state(child.pid) not in ("Z", None):
+        pass  # it exits at once; not reaped yet, it is a zombie
+    assert not is_running(child.pid)
+    child.wait()
+    assert process_state(child.pid) is None and not is_running(child.pid)
