@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 
-from stages.procfs import STAT_MAX_BYTES, parse_stat, read_bounded, skip_reason
+from stages.procfs import parse_stat, read_stat, skip_reason
 
 
 def current_starttime(proc_dir: str) -> int | str:
     """The starttime of the process in ``proc_dir`` now, or why it cannot be read
     (``vanished``, ``denied``, ``io_error``, ``malformed_stat``)."""
     try:
-        raw, cut = read_bounded(os.path.join(proc_dir, "stat"), STAT_MAX_BYTES)
+        raw = read_stat(os.path.join(proc_dir, "stat"))
     except OSError as err:
         return skip_reason(err)
-    stat = None if cut else parse_stat(raw)
+    stat = parse_stat(raw)
     return "malformed_stat" if stat is None else stat.starttime
 
 

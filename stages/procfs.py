@@ -50,8 +50,11 @@ def parse_stat(data: bytes) -> Stat | None:
     """ppid (field 4) and starttime (field 22) of a ``/proc/<pid>/stat`` line.
 
     D1: comm (field 2) may hold spaces, parentheses and any byte, so fields are counted after
-    the *last* ``)``. ``None`` when the line cannot be parsed or starttime is 0.
+    the *last* ``)``. ``None`` when the line cannot be parsed, is longer than any the kernel
+    writes (``STAT_MAX_BYTES``: it was cut, so its end is not its end), or starttime is 0.
     """
+    if len(data) > STAT_MAX_BYTES:
+        return None
     close = data.rfind(b")")
     if close < 0:
         return None

@@ -19,7 +19,6 @@ from pipeline.stage import Stage
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
 from stages.procfs import (
     OPEN_FLAGS,
-    STAT_MAX_BYTES,
     STAT_READ,
     exe_identity,
     exec_marks,
@@ -247,7 +246,7 @@ class ShardReader:
         """No exec since the last read: the record stands (ppid updated if the stat line
         changed and the process was re-parented)."""
         if data != entry.stat:
-            stat = None if len(data) > STAT_MAX_BYTES else parse_stat(data)
+            stat = parse_stat(data)
             if stat is None:
                 self._forget(pid)
                 self._skipped["malformed_stat"] += 1
@@ -262,7 +261,7 @@ class ShardReader:
     def _complete(self, pid: int, base: str, fd: int, data: bytes) -> RawProcess | None:
         """The full read of a process whose stat line is ``data`` (read first, so an exec
         racing this read shows as a changed stat line next round)."""
-        stat = None if len(data) > STAT_MAX_BYTES else parse_stat(data)
+        stat = parse_stat(data)
         if stat is None:
             self._skipped["malformed_stat"] += 1
             self._fds.release(fd)

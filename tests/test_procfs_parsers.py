@@ -149,3 +149,12 @@ def test_process_state_of_a_live_a_zombie_and_a_gone_process() -> None:
     assert not is_running(child.pid)
     child.wait()
     assert process_state(child.pid) is None and not is_running(child.pid)
+
+
+def test_a_stat_line_longer_than_the_kernel_writes_is_refused() -> None:
+    """A read cut at the bound has no real end: its fields cannot be trusted."""
+    from stages.procfs import STAT_MAX_BYTES  # noqa: PLC0415
+
+    line = stat_line(5, "x", 4, 77)
+    assert parse_stat(line + b" " * (STAT_MAX_BYTES - len(line))) == Stat(4, 77, "x")
+    assert parse_stat(line + b" " * (STAT_MAX_BYTES + 1 - len(line))) is None
