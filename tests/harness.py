@@ -233,6 +233,8 @@ class Tap:
 
     def _read(self, stream: IO[bytes]) -> None:
         for line in stream:
+            if not line.endswith(b"\n"):
+                return  # the tap was stopped mid-line: what it did not finish is not a record
             with self._lock:
                 self.records.append(orjson.loads(line))
 
