@@ -36,7 +36,8 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
-def _wait(what: str, cond: Callable[[], Any], pipeline: subprocess.Popen[bytes]) -> Any:
+def _wait(cond: Callable[[], Any], pipeline: subprocess.Popen[bytes]) -> Any:
+    """``cond()`` once it is truthy, or ``None`` after TIMEOUT or once the pipeline exits."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         if (got := cond()) or pipeline.poll() is not None:
@@ -81,9 +82,7 @@ def run_demo(config_path: str | None = None) -> int:
                 f"{p['supervisor']} -> vim {p['editor']}, build-helper {p['miner']} "
                 f"(the stand-in); the same binary outside any workspace: {outside.pid}"
             )
-            lines = _wait(
-                "a finding", lambda: findings.exists() and findings.read_bytes(), pipeline
-            )
+            lines = _wait(lambda: findings.exists() and findings.read_bytes(), pipeline)
             if not lines:
                 sys.stderr.write("procsmith demo: no finding arrived; see the pipeline log:\n")
                 sys.stderr.write((work / "pipeline.log").read_text()[-2000:])
@@ -91,7 +90,7 @@ def run_demo(config_path: str | None = None) -> int:
             finding = orjson.loads(lines.splitlines()[0])
             _say("finding:")
             sys.stdout.write(orjson.dumps(finding, option=orjson.OPT_INDENT_2).decode() + "\n")
-            killed = _wait("the kill", lambda: not is_running(p["miner"]), pipeline)
+            killed = _wait(lambda: not is_running(p["miner"]), pipeline)
             spared = [is_running(p["editor"]), outside.poll() is None]
             _say(
                 f"the stand-in in the workspace (pid {p['miner']}) was "

@@ -23,7 +23,7 @@ from pipeline import exitcodes
 from pipeline.config import Config
 from pipeline.render import tap_line
 from pipeline.signals import STOP_SIGNALS, SignalInbox
-from pipeline.transport import Codec, Endpoints, ensure_run_dir, open_socket
+from pipeline.transport import Codec, Endpoints, open_socket
 from pipeline.wiring import STAGE_NAMES, binders
 
 log = logging.getLogger("procsmith.tap")
@@ -31,10 +31,9 @@ HUB = "taphub"
 
 
 def run_taphub(config: Config, inbox: SignalInbox | None = None) -> int:
+    """The hub, until SIGTERM/SIGINT. Its callers have checked the run directory (preflight)."""
     inbox = inbox if inbox is not None else SignalInbox()
     endpoints = Endpoints(config.transport, binders())
-    if config.transport.kind == "ipc":
-        ensure_run_dir(endpoints.run_dir)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     t = config.transport
     front = open_socket(ctx, zmq.XSUB, endpoints.bind("tap-in"), bind=True, config=t)

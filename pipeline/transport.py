@@ -20,8 +20,8 @@ from pipeline.schema import Record
 
 ENDPOINTS = ("tree", "classify", "filter", "match", "enforce", "tap-in", "tap-out")
 _PORT_OFFSET = {name: i + 1 for i, name in enumerate(ENDPOINTS)}
-_SUN_PATH_MAX = 107
-_WILDCARDS = frozenset({"0.0.0.0", "*", "::"})  # noqa: S104 - recognised, not bound here  # sockaddr_un.sun_path, less its NUL
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path, less its NUL
+_WILDCARDS = frozenset({"0.0.0.0", "*", "::"})  # noqa: S104 - recognised, not bound here
 
 
 def default_run_dir() -> Path:
@@ -89,13 +89,12 @@ def open_socket(
     *,
     bind: bool,
     config: TransportConfig,
-    hwm: int | None = None,
 ) -> zmq.Socket[bytes]:
     """A socket with the options every procsmith socket has set explicitly."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, int(config.linger * 1000))
-    sock.setsockopt(zmq.SNDHWM, hwm or config.hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm or config.hwm)
+    sock.setsockopt(zmq.SNDHWM, config.hwm)
+    sock.setsockopt(zmq.RCVHWM, config.hwm)
     if kind in (zmq.PULL, zmq.SUB, zmq.XSUB, zmq.XPUB):
         sock.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
     if kind in (zmq.PUSH, zmq.PUB) and not bind:
@@ -122,5 +121,5 @@ class Codec:
         return self._encoder.encode(record)
 
     def decode(self, frame: bytes) -> Record:
-        """Raises ``msgspec.DecodeError`` (a subclass of ValidationError's base) on bad input."""
+        """Raises ``msgspec.DecodeError`` on bad input (``ValidationError`` is one)."""
         return self._decoder.decode(frame)

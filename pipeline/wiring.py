@@ -100,7 +100,7 @@ def build_stage(
         )
         return scan.ScanStage(reader, config.scan.interval)
     if name == "tree":
-        return tree.TreeStage(config.scan.shards, config.tree.grace, config.scan.interval, meter)
+        return tree.TreeStage(config.scan.shards, config.tree.grace, meter)
     if name == "classify":
         return classify.ClassifyStage(meter)
     if name == "filter":

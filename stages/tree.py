@@ -68,10 +68,9 @@ class TreeStage(Stage):
 
     accepts = (ShardScan,)
 
-    def __init__(self, shards: int, grace: float, interval: float, meter: Meter) -> None:
+    def __init__(self, shards: int, grace: float, meter: Meter) -> None:
         self.shards = shards
         self.grace = grace
-        self.interval = interval
         self.meter = meter
         self._pending: dict[int, list[ShardScan]] = {}
         self._first_seen: dict[int, float] = {}
