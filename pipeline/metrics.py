@@ -44,9 +44,11 @@ class PromMeter:
         self._metrics: dict[str, _Metric] = {}
 
     def _get(self, name: str, labels: dict[str, str]) -> Any:
-        check_labels(name, labels)
         metric = self._metrics.get(name)
         if metric is None:
+            # Checked once, here: after this, prometheus-client itself refuses wrong label
+            # names on every use, so the hot path (a count per record) does not check twice.
+            check_labels(name, labels)
             spec = CATALOG[name]
             if spec.type == "counter":
                 metric = Counter(

@@ -26,3 +26,21 @@ def test_unready_files_are_left_for_the_next_scrape(tmp_path: Path) -> None:
     (tmp_path / "gauge_mostrecent_2.db").write_bytes(b"\xff" * 64)  # garbage
     text = generate_latest(node_registry(str(tmp_path))).decode()
     assert "procsmith_rounds_total 3.0" in text
+
+
+def test_prom_meter_refuses_names_and_labels_the_catalog_does_not_have() -> None:
+    import pytest  # noqa: PLC0415
+
+    from pipeline.catalog import RECORDS_IN  # noqa: PLC0415
+    from pipeline.metrics import PromMeter  # noqa: PLC0415
+
+    meter = PromMeter()
+    with pytest.raises(KeyError):
+        meter.inc("procsmith_no_such_total")
+    with pytest.raises(KeyError):
+        meter.inc(RECORDS_IN, stag="scan")  # the first use is checked against the catalog
+    meter.inc(RECORDS_IN, stage="scan")
+    wrong_labels: list[dict[str, str]] = [{"stag": "scan"}, {}, {"stage": "scan", "extra": "x"}]
+    for wrong in wrong_labels:
+        with pytest.raises(ValueError):  # later uses: prometheus-client refuses them
+            meter.inc(RECORDS_IN, 1, **wrong)
