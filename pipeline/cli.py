@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from pipeline import exitcodes
-from pipeline.config import Config, ConfigError, load_config, parse_addr
+from pipeline.config import Config, ConfigError, load_named_config, parse_addr
 from pipeline.matchcli import add_commands as add_match_commands
 
 # Heavy modules (zmq, the stages, yara-x) are imported inside the commands that need
@@ -22,8 +21,7 @@ from pipeline.matchcli import add_commands as add_match_commands
 
 def _config(args: argparse.Namespace) -> Config:
     """The config named by --config (or $PROCSMITH_CONFIG), with --proc-root applied."""
-    path = args.config or os.environ.get("PROCSMITH_CONFIG")
-    config = load_config(Path(path) if path else None, os.environ)
+    config = load_named_config(args.config, os.environ)
     proc_root = getattr(args, "proc_root", None)
     if proc_root is not None:
         config = msgspec.structs.replace(config, proc_root=proc_root)

@@ -23,8 +23,9 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 ENV_PREFIX = "PROCSMITH_"
+CONFIG_ENV = "PROCSMITH_CONFIG"  # the config file, when no --config names one
 # Variables with the prefix that are not config keys.
-ENV_NOT_KEYS = frozenset({"PROCSMITH_CONFIG"})
+ENV_NOT_KEYS = frozenset({CONFIG_ENV})
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 ByteCount = Annotated[int, msgspec.Meta(ge=1, le=1 << 34)]
@@ -249,6 +250,13 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raise ConfigError(f"{source}: {err}") from None
     base = Path(os.path.abspath(path)).parent if path is not None else BUNDLED_CONFIG_DIR
     return _resolve_signature_paths(config, base)
+
+
+def load_named_config(name: str | None, environ: Mapping[str, str]) -> Config:
+    """The config a command was given: ``--config FILE``, else ``$PROCSMITH_CONFIG``, else
+    the defaults; then the environment's overrides."""
+    path = name or environ.get(CONFIG_ENV)
+    return load_config(Path(path) if path else None, environ)
 
 
 def _resolve_signature_paths(config: Config, base: Path) -> Config:

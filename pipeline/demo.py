@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from pipeline import exitcodes
+from pipeline.config import CONFIG_ENV
 from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
 from pipeline.standin import MINER_C, CompilerMissing, compile_c
 from stages.procfs import is_running
@@ -66,7 +67,7 @@ def run_demo(config_path: str | None = None) -> int:
             "PROCSMITH_ENFORCE__PENALTIES__VERY": "kill-process",
         }
         if config_path:
-            env["PROCSMITH_CONFIG"] = config_path
+            env[CONFIG_ENV] = config_path
         cmd = [sys.executable, "-m", "pipeline.cli", "run", "--metrics-addr", "127.0.0.1:0"]
         with (work / "pipeline.log").open("wb") as log:
             pipeline = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)

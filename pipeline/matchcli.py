@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pipeline import exitcodes
-from pipeline.config import load_config
+from pipeline.config import load_named_config
 
 MATCH_HELP = "judge files with the signatures; prints one JSON finding a line"
 MATCH_EPILOG = """\
@@ -63,8 +63,7 @@ def cmd_match(args: argparse.Namespace) -> int:
         read_executable,
     )
 
-    config_path = args.config or os.environ.get("PROCSMITH_CONFIG")
-    config = load_config(Path(config_path) if config_path else None, os.environ)
+    config = load_named_config(args.config, os.environ)
     paths = [Path(p) for p in (args.signatures or config.match.signatures)]
     try:
         signatures = load_signatures(paths)

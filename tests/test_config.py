@@ -125,3 +125,15 @@ def test_cli_exit_code_2_without_traceback(tmp_path: Path) -> None:
         assert proc.returncode == 2, args
         assert "Traceback" not in proc.stderr
         assert proc.stderr.strip()
+
+
+def test_named_config_precedence(tmp_path: Path) -> None:
+    from pipeline.config import load_named_config  # noqa: PLC0415
+
+    named, from_env = tmp_path / "named.toml", tmp_path / "env.toml"
+    named.write_text("[filter]\nlru_size = 11\n")
+    from_env.write_text("[filter]\nlru_size = 22\n")
+    env = {"PROCSMITH_CONFIG": str(from_env)}
+    assert load_named_config(str(named), env).filter.lru_size == 11
+    assert load_named_config(None, env).filter.lru_size == 22
+    assert load_named_config(None, {}) == Config()
