@@ -21,12 +21,7 @@ from stages.tree import merge
 class LocalDetector:
     def __init__(self, config: Config, meter: Meter | None = None) -> None:
         self.meter = meter if meter is not None else Tally()
-        self.reader = ShardReader(
-            config.proc_root,
-            self.meter,
-            cmdline_max_bytes=config.scan.cmdline_max_bytes,
-            environ_max_bytes=config.scan.environ_max_bytes,
-        )
+        self.reader = ShardReader.from_config(config, self.meter)
         self.filter = SeenFilter(config.filter.lru_size, self.meter)
         self.rounds = 0
 

@@ -90,14 +90,7 @@ def build_stage(
     from stages import classify, enforce, filter, match, scan, tree  # noqa: PLC0415
 
     if name == "scan":
-        reader = scan.ShardReader(
-            config.proc_root,
-            meter,
-            shard=index,
-            shards=count,
-            cmdline_max_bytes=config.scan.cmdline_max_bytes,
-            environ_max_bytes=config.scan.environ_max_bytes,
-        )
+        reader = scan.ShardReader.from_config(config, meter, shard=index, shards=count)
         return scan.ScanStage(reader, config.scan.interval)
     if name == "tree":
         return tree.TreeStage(config.scan.shards, config.tree.grace, meter)
