@@ -23,7 +23,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stages.procfs import parse_stat, read_stat
+from stages.procfs import list_pids, parse_stat, read_stat
 
 # Fast rounds for tests; every test can override any key.
 FAST = {
@@ -86,9 +86,9 @@ def stat_of(pid: int) -> tuple[int, str] | None:
 def children_of(parent: int) -> dict[str, int]:
     """The supervisor's children by stage label (their comm is ``ps:<stage>/<k>``)."""
     found = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (st := stat_of(int(name))) and st[0] == parent:
-            found[st[1].removeprefix("ps:")] = int(name)
+    for pid in list_pids("/proc"):
+        if (st := stat_of(pid)) and st[0] == parent:
+            found[st[1].removeprefix("ps:")] = pid
     return found
 
 
