@@ -217,6 +217,12 @@ def test_metrics_report_the_tree(tmp_path: Path) -> None:
         wait_until(
             "two rounds", lambda: pipe.metrics().get("procsmith_rounds_total") >= 2, log=pipe.log
         )
+        # The filter has sent them all; match may still be taking them off its queue.
+        wait_until(
+            "match to receive the 60",
+            lambda: pipe.metrics().get("procsmith_stage_records_in_total", stage="match") >= 60,
+            log=pipe.log,
+        )
         m = pipe.metrics()
         assert m.get("gitpod_agent_smith_procfs_detector_index_size") == expected_index
         assert m.get("gitpod_agent_smith_procfs_detector_cache_use_total", use="miss") == 60
