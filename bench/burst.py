@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bench.runs import MINER_ARGV0, Findings, pipeline_env, scrape, wait_rounds
 from bench.table import Row, Table
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import Pipeline
 
 BURST = 10_000
 FIRST_PID = 1000

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.chaos import run_chaos
+from simulation.chaos import run_chaos
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,7 @@
 
 ``procsmith run`` with the default config (scan interval 1 s, then the default 2 s) runs on
 this machine while 2,000 extra sleeping processes are on it. A simulated workspace
-(``pipeline.simworkspace``) holds a spawner that starts a flagged process at random moments
+(``simulation.workspace``) holds a spawner that starts a flagged process at random moments
 and notes when each started (CLOCK_MONOTONIC, as this process reads it). A process's latency
 is from then to its finding's line appearing in enforce's output, polled every 5 ms. The
 memory of every stage process is read from smaps_rollup during the 2 s run, after its
@@ -28,10 +28,10 @@ from bench.runs import (
     pipeline_processes,
     wait_rounds,
 )
-from bench.sleepers import Sleepers
 from bench.table import Row, Table
-from pipeline.simworkspace import SimNode, SimulatedTree, workspace
-from tests.harness import Pipeline
+from simulation.harness import Pipeline
+from simulation.sleepers import Sleepers
+from simulation.workspace import SimNode, SimulatedTree, workspace
 
 SAMPLES = 120  # processes per interval: p99 is then the second-largest
 RATE = 8.0  # processes started per second, on average

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable
 
 from bench.floors import cpu_seconds, python_floor
-from bench.sleepers import Sleepers
-from pipeline.meter import Tally
+from simulation.sleepers import Sleepers
+from stages.base.meter import Tally
 from stages.procfs import OPEN_FLAGS, list_pids, parse_cmdline, parse_stat
 from stages.scan import RECHECK_EVERY, ShardReader
 

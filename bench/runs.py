@@ -1,4 +1,4 @@
-"""What the pipeline benchmarks share: a supervised pipeline (``tests.harness.Pipeline``) whose
+"""What the pipeline benchmarks share: a supervised pipeline (``simulation.harness.Pipeline``) whose
 enforce stage writes findings to a file, that file tailed, and the stage processes' memory.
 
 Findings are the observable end of the pipeline: every process the benchmarks create has a
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.harness import FAST, Metrics, Pipeline, children_of
+from simulation.harness import FAST, Metrics, Pipeline, children_of
 
 # argv[0] the bundled command-line rules flag ("xmrig", audit level); nothing is killed: the
 # default penalty of every level is "log".

@@ -21,7 +21,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.faketree import node_tree
 from bench.floors import (
     CFloor,
     cpu_seconds,
@@ -30,9 +29,10 @@ from bench.floors import (
     psutil_scan,
     python_floor,
 )
-from bench.sleepers import Sleepers
 from bench.table import Row, Table, ratio
-from pipeline.meter import Tally
+from simulation.faketree import node_tree
+from simulation.sleepers import Sleepers
+from stages.base.meter import Tally
 from stages.scan import RECHECK_EVERY, ShardReader
 
 SLEEPERS = 2000
@@ -124,7 +124,7 @@ def report(table: Table, label: str, f: ScanFigures, cfloor: CFloor) -> None:
 
 _HOLDING = """
 import gc, os, sys
-from pipeline.meter import Tally
+from stages.base.meter import Tally
 from stages.scan import ShardReader
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

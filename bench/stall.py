@@ -21,13 +21,13 @@ from pathlib import Path
 from bench.floors import cpu_seconds
 from bench.runs import MINER_ARGV0, pipeline_env, scrape, wait_rounds
 from bench.table import Row, Table, ratio
+from pipeline.builders import matcher as build_matcher
 from pipeline.config import Config
 from pipeline.local import LocalDetector
-from pipeline.meter import Tally
-from stages.match import MatchStage
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import Pipeline
+from stages.base.meter import Tally
 from stages.signatures import load_signatures
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline
 
 USERS = 2000
 INTERVAL = 0.25  # seconds: short, so that a stall of a fraction of a second shows
@@ -57,7 +57,7 @@ def judge_seconds(root: str) -> float:
     config = Config(proc_root=root)
     procs = LocalDetector(config).round()
     signatures = load_signatures([Path(p) for p in config.match.signatures])
-    matcher = MatchStage(config, Tally(), signatures).matcher
+    matcher = build_matcher(config, Tally(), signatures)
     for proc in procs[:20]:  # the executable's verdict cached, as in a running match
         matcher.judge(proc)
     return statistics.median(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -11,12 +12,14 @@ from typing import Any
 
 import msgspec
 
-from pipeline import exitcodes
 from pipeline.config import Config, ConfigError, load_named_config, parse_addr
 from pipeline.matchcli import add_commands as add_match_commands
+from pipeline.wiring import STAGE_NAMES, TAPHUB, replicas
+from stages.base import exitcodes
 
-# Heavy modules (zmq, the stages, yara-x) are imported inside the commands that need
-# them, so `procsmith --help` and `procsmith once` stay light.
+# Deferred imports, each marked "light CLI": the heavy modules (zmq, yara-x, every stage)
+# are imported inside the commands that need them, so `procsmith --help`, `--version` and
+# `procsmith once` start without loading them.
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -32,8 +35,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from pipeline.local import LocalDetector  # noqa: PLC0415
-    from pipeline.render import process_line  # noqa: PLC0415
+    from pipeline.local import LocalDetector  # noqa: PLC0415 - light CLI
+    from stages.base.render import process_line  # noqa: PLC0415 - light CLI
 
     detector = LocalDetector(_config(args))
     out = sys.stdout.buffer
@@ -44,7 +47,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.supervisor import Supervisor  # noqa: PLC0415
+    from pipeline.supervisor import Supervisor  # noqa: PLC0415 - light CLI
 
     config = _config(args)
     _check_addr(args.metrics_addr)
@@ -52,19 +55,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from pipeline.runner import run_stage  # noqa: PLC0415
-    from pipeline.tap import HUB, run_taphub  # noqa: PLC0415
-    from pipeline.wiring import STAGE_NAMES, replicas  # noqa: PLC0415
+    from pipeline.preflight import preflight  # noqa: PLC0415 - light CLI
+    from pipeline.runner import run_stage  # noqa: PLC0415 - light CLI
+    from pipeline.tap import run_taphub  # noqa: PLC0415 - light CLI
 
     config = _config(args)
     _check_addr(args.metrics_addr)
-    if args.name == HUB:
-        from pipeline.preflight import preflight  # noqa: PLC0415
-
+    if args.name == TAPHUB:
         preflight(config, [])  # the run directory
         return run_taphub(config)
     if args.name not in STAGE_NAMES:
-        raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {HUB}")
+        raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {TAPHUB}")
     index, count = 0, replicas(args.name, config)
     if args.shard:
         index, count = _shard(args.shard)
@@ -78,13 +79,13 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    from pipeline.tap import run_tap_client  # noqa: PLC0415
+    from pipeline.tap import run_tap_client  # noqa: PLC0415 - light CLI
 
     return run_tap_client(_config(args), args.stages)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo  # noqa: PLC0415
+    from simulation.demo import run_demo  # noqa: PLC0415 - light CLI
 
     _config(args)  # a bad --config is refused here, before anything is started
     return run_demo(args.config)
@@ -105,11 +106,19 @@ def _check_addr(addr: str | None) -> None:
             raise ConfigError(f"--metrics-addr: {err}") from None
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("procsmith")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="procsmith",
         description="Finds crypto miners and other blocklisted programs in developer workspaces.",
     )
+    parser.add_argument("--version", action="version", version=f"procsmith {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:

@@ -13,6 +13,7 @@ string otherwise (``1s``, ``/host/proc``).
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import re
 import tomllib
@@ -22,6 +23,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from stages.penalty import Action
+
 ENV_PREFIX = "PROCSMITH_"
 CONFIG_ENV = "PROCSMITH_CONFIG"  # the config file, when no --config names one
 # Variables with the prefix that are not config keys.
@@ -30,9 +33,19 @@ ENV_NOT_KEYS = frozenset({CONFIG_ENV})
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 ByteCount = Annotated[int, msgspec.Meta(ge=1, le=1 << 34)]
 
-# Where the bundled config/ lives: the default signatures are there, and relative paths of
-# a config that is only defaults are resolved against it.
-BUNDLED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+def _bundled_dir() -> Path:
+    """Where the bundled ``config/`` is: the package ``pipeline.bundled`` in an install
+    (wheel or editable: pyproject.toml maps the folder there), else the source tree's."""
+    try:
+        return Path(str(importlib.resources.files("pipeline.bundled")))
+    except ModuleNotFoundError:  # a checkout run without installing it
+        return Path(__file__).resolve().parent.parent / "config"
+
+
+# The default signatures are there, and relative paths of a config that is only defaults
+# are resolved against it.
+BUNDLED_CONFIG_DIR = _bundled_dir()
 
 
 class Duration(float):
@@ -119,6 +132,8 @@ class SupervisorConfig(_Section, frozen=True):
     crash_window: Duration = Duration(60.0)
     # How long a stop (SIGTERM) may take before what is left is killed.
     stop_timeout: Duration = Duration(4.0)
+    # How often `procsmith run` logs one line of what the node did (0s: never).
+    summary_interval: Duration = Duration(60.0)
 
     def __post_init__(self) -> None:
         parse_addr(self.metrics_addr)  # ValueError names the problem
@@ -146,8 +161,7 @@ class MatchConfig(_Section, frozen=True):
             raise ValueError("match.scan_timeout must be at least 1s (YARA-X counts seconds)")
 
 
-# What enforce does with a finding of a level. "log" only writes it.
-Penalty = Literal["log", "kill-process", "kill-workspace", "exec"]
+Penalty = Action  # what enforce does with a finding of a level; "log" only writes it
 
 
 class PenaltiesConfig(_Section, frozen=True):

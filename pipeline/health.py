@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipeline.catalog import CATALOG, ROUND_COMPLETED, STAGE_RESTARTS, STAGE_UP
+from pipeline.children import Child
+from pipeline.config import Config
 from pipeline.metrics import HealthCheck, sample_value
-
-if TYPE_CHECKING:
-    from pipeline.supervisor import Child, Supervisor
+from stages.base.catalog import (
+    CATALOG,
+    INDEX_SIZE,
+    MATCH_FINDINGS,
+    RECORDS_DROPPED,
+    RECORDS_IN,
+    ROUND_COMPLETED,
+    ROUNDS,
+    STAGE_RESTARTS,
+    STAGE_UP,
+    WORKSPACE_COUNT,
+)
 
 
 class NodeCollector(Collector):
@@ -44,19 +53,20 @@ def round_deadline(interval: float, grace: float) -> float:
     return max(10.0, 3 * interval + grace)
 
 
-def health_check(supervisor: Supervisor, registry: CollectorRegistry) -> HealthCheck:
-    config = supervisor.config
+def health_check(
+    children: Sequence[Child], config: Config, started: float, registry: CollectorRegistry
+) -> HealthCheck:
+    """Healthy while every stage runs and rounds keep completing (the supervisor started
+    its stages at ``started``)."""
     max_age = round_deadline(config.scan.interval, config.tree.grace)
 
     def check() -> tuple[bool, list[str]]:
-        problems = [f"{c.label} is down" for c in supervisor.children if c.pid is None]
+        problems = [f"{c.label} is down" for c in children if c.pid is None]
         now = time.time()
         last = sample_value(registry, ROUND_COMPLETED)
-        if last is None or last < supervisor.started:
-            if now - supervisor.started > max_age:
-                problems.append(
-                    f"no round has completed since start {now - supervisor.started:.0f}s ago"
-                )
+        if last is None or last < started:
+            if now - started > max_age:
+                problems.append(f"no round has completed since start {now - started:.0f}s ago")
         elif now - last > max_age:
             problems.append(
                 f"the last round completed {now - last:.0f}s ago (limit {max_age:.0f}s)"
@@ -64,3 +74,43 @@ def health_check(supervisor: Supervisor, registry: CollectorRegistry) -> HealthC
         return (not problems, problems)
 
     return check
+
+
+# What the once-a-minute summary line counts: (label, exposition name, is a running total).
+_SUMMARY = (
+    ("rounds", ROUNDS, True),
+    ("processes", INDEX_SIZE, False),
+    ("workspaces", WORKSPACE_COUNT, False),
+    ("judged", RECORDS_IN, True),  # counted for the match stage only
+    ("findings", MATCH_FINDINGS, True),
+    ("dropped", RECORDS_DROPPED, True),
+)
+
+
+def summary_counts(registry: CollectorRegistry) -> dict[str, float]:
+    """The node's figures for the summary line, read in one collection: rounds, processes
+    in the last round's index, workspaces, processes match received, findings, records
+    dropped (running totals since start)."""
+    counts = dict.fromkeys((label for label, _, _ in _SUMMARY), 0.0)
+    wanted = {name: label for label, name, _ in _SUMMARY}
+    for family in registry.collect():
+        for sample in family.samples:
+            label = wanted.get(sample.name)
+            if label is None or (label == "judged" and sample.labels.get("stage") != "match"):
+                continue
+            counts[label] += float(sample.value)
+    return counts
+
+
+def summary_line(now: dict[str, float], before: dict[str, float], minutes: float) -> str:
+    """One line an operator can read: totals, and for running totals the change since
+    ``before`` (taken ``minutes`` ago)."""
+    parts = []
+    for label, _, running in _SUMMARY:
+        value = int(now.get(label, 0))
+        if running:
+            delta = value - int(before.get(label, 0))
+            parts.append(f"{label} {value} (+{delta})")
+        else:
+            parts.append(f"{label} {value}")
+    return f"summary, last {round(minutes, 1):g} min: " + ", ".join(parts)

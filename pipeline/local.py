@@ -9,19 +9,19 @@ on (D7), so it is not returned again unless it execs (D8).
 
 from __future__ import annotations
 
+from pipeline.builders import scan_reader
 from pipeline.config import Config
-from pipeline.meter import Meter, Tally
-from pipeline.schema import Process
+from stages.base.meter import Meter, Tally
+from stages.base.schema import Process
 from stages.classify import classify_round
 from stages.filter import SeenFilter
-from stages.scan import ShardReader
 from stages.tree import merge
 
 
 class LocalDetector:
     def __init__(self, config: Config, meter: Meter | None = None) -> None:
         self.meter = meter if meter is not None else Tally()
-        self.reader = ShardReader.from_config(config, self.meter)
+        self.reader = scan_reader(config, self.meter)
         self.filter = SeenFilter(config.filter.lru_size, self.meter)
         self.rounds = 0
 

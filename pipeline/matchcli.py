@@ -7,15 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import exitcodes
 from pipeline.config import load_named_config
+from stages.base import exitcodes
+from stages.base.catalog import MATCH_EXE_TRUNCATED, MATCH_SKIPPED
+from stages.base.meter import Tally
 
 MATCH_HELP = "judge files with the signatures; prints one JSON finding a line"
 MATCH_EPILOG = """\
 Each line is {"path", "signature", "level", "classifier"}, every matching signature of a
 file, most severe first. Exit status: 0 whether or not anything matched; 2 on bad usage, a
 bad config or a bad signature file; 1 when some FILE could not be judged (the others are).
-When --signatures comes last before FILE, end its list with --.
+Give --signatures once per signature file.
 """
 CHECK_HELP = "validate signature files (agent-smith JSON or YARA); exit 2 naming what is wrong"
 
@@ -33,9 +35,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     match.add_argument(
         "--signatures",
         metavar="F",
-        nargs="+",
-        action="extend",
-        help="signature files, agent-smith JSON or *.yar (default: the config's match.signatures)",
+        action="append",
+        help="a signature file, agent-smith JSON or *.yar; may be given more than once "
+        "(default: the config's match.signatures)",
     )
     match.add_argument("files", metavar="FILE", nargs="+", help="files to judge")
     match.set_defaults(func=cmd_match)
@@ -52,11 +54,10 @@ def _say(message: str) -> None:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    import orjson  # noqa: PLC0415 - YARA-X and friends only for the commands that use them
+    # Deferred: YARA-X and the signature code load only for the commands that use them.
+    import orjson  # noqa: PLC0415 - see above
 
-    from pipeline.catalog import MATCH_EXE_TRUNCATED, MATCH_SKIPPED  # noqa: PLC0415
-    from pipeline.meter import Tally  # noqa: PLC0415
-    from stages.signatures import (  # noqa: PLC0415
+    from stages.signatures import (  # noqa: PLC0415 - see above
         SignatureError,
         Unjudgeable,
         load_signatures,
@@ -98,7 +99,10 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 
 def cmd_signatures_check(args: argparse.Namespace) -> int:
-    from stages.signatures import SignatureError, load_signatures  # noqa: PLC0415
+    from stages.signatures import (  # noqa: PLC0415 - YARA-X only when a command needs it
+        SignatureError,
+        load_signatures,
+    )
 
     code = exitcodes.OK
     for file in args.files:

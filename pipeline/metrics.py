@@ -2,8 +2,8 @@
 
 Under ``procsmith run`` every stage process writes its values to files in
 ``$PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode) and the supervisor
-serves them all, summed, on one port. prometheus-client picks multiprocess mode when it is
-first imported, so the supervisor sets that variable before anything imports this module.
+serves them all, summed, on one port. The supervisor turns that mode on with
+``enable_multiprocess`` before it forks the first stage.
 """
 
 from __future__ import annotations
@@ -16,24 +16,42 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+    values,
+)
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from pipeline.catalog import CATALOG
 from pipeline.config import parse_addr
-from pipeline.meter import check_labels
+from stages.base.catalog import CATALOG
+from stages.base.meter import check_labels
 
 log = logging.getLogger("procsmith.metrics")
 
 _Metric = Counter | Gauge | Histogram
 
 
-def multiprocess_active() -> bool:
-    from prometheus_client import values  # noqa: PLC0415
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-    return getattr(values.ValueClass, "_multiprocess", False) is True
+
+def enable_multiprocess(directory: str) -> None:
+    """From now on every metric this process (or a child forked from it) creates writes its
+    values to a file of its own in ``directory``, where the supervisor reads them all.
+
+    prometheus-client chooses this mode only by looking at an environment variable when it
+    is first imported; setting its value class here instead means the order of imports does
+    not matter. The variable is set too: each value reads it to find its directory.
+    """
+    os.environ[MULTIPROC_ENV] = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class PromMeter:
@@ -107,8 +125,6 @@ def node_registry(multiproc_dir: str, *extra: Collector) -> CollectorRegistry:
 
 def mark_process_dead(multiproc_dir: str, pid: int) -> None:
     """Forget a dead process's live gauges (its counters keep counting in the totals)."""
-    from prometheus_client import multiprocess  # noqa: PLC0415
-
     multiprocess.mark_process_dead(pid, path=multiproc_dir)  # type: ignore[no-untyped-call]
 
 
@@ -162,7 +178,5 @@ def handler_class(
 
 def serve_in_thread(addr: str, registry: CollectorRegistry) -> None:
     """A single stage run on its own (``procsmith stage --metrics-addr``) serves itself."""
-    from prometheus_client import start_http_server  # noqa: PLC0415
-
     host, port = parse_addr(addr)
     start_http_server(port, host, registry=registry)

@@ -18,23 +18,24 @@ import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from pipeline import exitcodes
-from pipeline.catalog import (
+from pipeline.builders import build_stage
+from pipeline.config import Config
+from pipeline.metrics import PromMeter, serve_in_thread
+from pipeline.preflight import Prepared, preflight
+from pipeline.signals import STOP_SIGNALS, SignalInbox
+from pipeline.transport import Codec, Endpoints, open_socket
+from pipeline.wiring import WIRING, StageWiring, binder_of, binders, replicas
+from stages.base import exitcodes
+from stages.base.catalog import (
     INPUT_DISCONNECTS,
     RECORDS_DROPPED,
     RECORDS_IN,
     RECORDS_OUT,
     RECORDS_REFUSED,
 )
-from pipeline.config import Config
-from pipeline.meter import Meter
-from pipeline.metrics import PromMeter, serve_in_thread
-from pipeline.preflight import Prepared, preflight
-from pipeline.schema import Record
-from pipeline.signals import STOP_SIGNALS, SignalInbox
-from pipeline.stage import Stage
-from pipeline.transport import Codec, Endpoints, open_socket
-from pipeline.wiring import WIRING, StageWiring, binder_of, binders, build_stage, replicas
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.schema import Record
 
 log = logging.getLogger("procsmith.runner")
 
@@ -86,23 +87,44 @@ class StageLoop:
         if wiring.waits:
             for s in by_endpoint.values():
                 s.setsockopt(zmq.SNDTIMEO, int(config.transport.send_timeout * 1000))
-        self.tap = sock(zmq.PUB, "tap-in", bind=False)
+        # XPUB rather than PUB: it hands us the subscriptions, so a starting stage can wait
+        # until the hub's have arrived (see wait_for_peers) instead of publishing its first
+        # records into the void; they are read and discarded as they come (``_drain_tap``).
+        self.tap = sock(zmq.XPUB, "tap-in", bind=False)
 
     def wait_for_peers(self, inbox: SignalInbox, budget: float = PEER_WAIT) -> None:
         """Give output connections a moment to complete, so the first round is not dropped
         only because the next stage's socket was still being connected (bounded: a peer
         that is really down is what drops and D7 are for)."""
         pending = {s for s in self.routes.values()}
+        # The hub always holds one subscription of its own (HUB_PRIMER) and sends every
+        # subscription it holds to a publisher that connects, in one batch: once one has
+        # come, what tap clients subscribe to has come with it.
+        tap_pending = True
         deadline = time.monotonic() + budget
-        while pending and time.monotonic() < deadline:
+        while (pending or tap_pending) and time.monotonic() < deadline:
             poller = zmq.Poller()
             for s in pending:
                 poller.register(s, zmq.POLLOUT)
+            if tap_pending:
+                poller.register(self.tap, zmq.POLLIN)
             poller.register(inbox.fd, zmq.POLLIN)
             events = dict(poller.poll(int((deadline - time.monotonic()) * 1000) + 1))
             if inbox.fd in events:
                 return  # a signal: let run() see it
             pending -= {s for s in pending if s in events}
+            if self.tap in events:
+                self._drain_tap()
+                tap_pending = False
+
+    def _drain_tap(self) -> None:
+        """Read the subscription messages queued on the tap socket (XPUB keeps each one for
+        us to read; unread, they would pile up as tap clients come and go)."""
+        while True:
+            try:
+                self.tap.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
 
     def run(self, inbox: SignalInbox) -> None:
         self.wait_for_peers(inbox)
@@ -112,6 +134,7 @@ class StageLoop:
         poller.register(inbox.fd, zmq.POLLIN)
         if self.monitor is not None:
             poller.register(self.monitor, zmq.POLLIN)
+        poller.register(self.tap, zmq.POLLIN)
         while True:
             now = time.time()
             due = self.stage.next_tick(now)
@@ -127,6 +150,8 @@ class StageLoop:
                 self.receive(RECEIVE_BATCH)
             if self.monitor is not None and self.monitor in events:
                 self.count_disconnects()
+            if self.tap in events:
+                self._drain_tap()
         self.drain()
 
     def count_disconnects(self) -> None:
@@ -192,7 +217,7 @@ class StageLoop:
                 else:
                     self.meter.inc(RECORDS_OUT, stage=self.name)
                     self.stage.sent(record, now)
-            # PUB never blocks: with no subscriber, or a slow one, the frame is dropped.
+            # The tap never blocks: with no subscriber, or a slow one, the frame is dropped.
             self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK)
 
     def drain(self) -> None:
@@ -235,7 +260,9 @@ def run_stage(
     if metrics_addr:
         serve_in_thread(metrics_addr, meter.registry)
     endpoints = Endpoints(config.transport, binders())
-    stage = build_stage(name, config, meter, index=index, count=count, prepared=prepared)
+    stage = build_stage(
+        name, config, meter, index=index, count=count, signatures=prepared.signatures
+    )
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     loop = StageLoop(
         wiring,

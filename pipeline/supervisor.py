@@ -11,8 +11,8 @@ sent, and kills whatever is left when ``supervisor.stop_timeout`` runs out.
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import ctypes
 import http.server
 import logging
 import os
@@ -20,40 +20,23 @@ import selectors
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from pipeline import exitcodes
+from pipeline.children import Child
 from pipeline.config import Config, ConfigError, parse_addr
+from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
+from pipeline.metrics import enable_multiprocess, handler_class, mark_process_dead, node_registry
+from pipeline.preflight import Prepared, preflight
+from pipeline.runner import run_stage
 from pipeline.signals import SignalInbox
+from pipeline.tap import run_taphub
 from pipeline.transport import Endpoints
-from pipeline.wiring import START_ORDER, STOP_ORDER, binders, replicas
-
-if TYPE_CHECKING:
-    from pipeline.preflight import Prepared
+from pipeline.wiring import START_ORDER, STOP_ORDER, TAPHUB, binders, replicas
+from stages.base import exitcodes
 
 log = logging.getLogger("procsmith.supervisor")
 
-TAPHUB = "taphub"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when first imported
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-
-
-@dataclass
-class Child:
-    name: str
-    index: int
-    count: int
-    pid: int | None = None
-    started: float = 0.0
-    due: float = 0.0  # when to start it (again)
-    restarts: int = 0
-    crashes: collections.deque[float] = field(default_factory=collections.deque)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/{self.index}"
 
 
 class CrashLoop(Exception):
@@ -78,38 +61,20 @@ class Supervisor:
     # -- start-up -------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Preflight checks, run and metrics directories, multiprocess metrics, the heavy
-        imports. Raises ConfigError on what the checks refuse."""
-        from pipeline.preflight import preflight  # noqa: PLC0415
-
+        """Preflight checks (the signatures compiled once, before any fork, so every match
+        process shares them), the run and metrics directories, multiprocess metrics.
+        Raises ConfigError on what the checks refuse."""
         self.prepared = preflight(self.config, {c.name for c in self.children})
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir(mode=0o700)
-        os.environ[MULTIPROC_ENV] = str(self.metrics_dir)
-        # Imported now, after the variable is set (prometheus-client reads it at import) and
-        # before the first fork, so every child shares these modules' pages.
-        import pipeline.runner  # noqa: PLC0415
-        import pipeline.tap  # noqa: F401, PLC0415
-        import stages.classify  # noqa: PLC0415
-        import stages.enforce  # noqa: PLC0415
-        import stages.filter  # noqa: PLC0415
-        import stages.match  # noqa: PLC0415
-        import stages.scan  # noqa: PLC0415
-        import stages.tree  # noqa: F401, PLC0415
-        from pipeline.metrics import multiprocess_active  # noqa: PLC0415
-
-        if not multiprocess_active():
-            raise RuntimeError("prometheus_client was imported before the supervisor set it up")
+        enable_multiprocess(str(self.metrics_dir))
 
     def serve(self) -> http.server.HTTPServer:
-        from pipeline.health import NodeCollector, health_check  # noqa: PLC0415
-        from pipeline.metrics import handler_class, node_registry  # noqa: PLC0415
-
-        registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
-        check = health_check(self, registry)
+        self.registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
+        check = health_check(self.children, self.config, self.started, self.registry)
         try:
             server = http.server.HTTPServer(
-                parse_addr(self.metrics_addr), handler_class(registry, check)
+                parse_addr(self.metrics_addr), handler_class(self.registry, check)
             )
         except OSError as err:
             raise ConfigError(
@@ -141,8 +106,6 @@ class Supervisor:
             os._exit(code)
 
     def _child_main(self, child: Child, close_fds: list[int]) -> int:
-        import ctypes  # noqa: PLC0415
-
         parent = os.getppid()
         # If the supervisor dies (even by SIGKILL), the kernel sends the child SIGTERM.
         libc = ctypes.CDLL(None, use_errno=True)
@@ -159,18 +122,12 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         inbox = SignalInbox((signal.SIGTERM,))
         if child.name == TAPHUB:
-            from pipeline.tap import run_taphub  # noqa: PLC0415
-
             return run_taphub(self.config, inbox)
-        from pipeline.runner import run_stage  # noqa: PLC0415
-
         return run_stage(
             child.name, self.config, child.index, child.count, inbox=inbox, prepared=self.prepared
         )
 
     def reap(self) -> None:
-        from pipeline.metrics import mark_process_dead  # noqa: PLC0415
-
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -212,9 +169,12 @@ class Supervisor:
         sel.register(server.socket, selectors.EVENT_READ)
         inherited = [inbox.fd, server.socket.fileno()]
         code = exitcodes.OK
+        summary = _Summary(self.config.supervisor.summary_interval)
         try:
             while True:
                 now = time.time()
+                if summary.due(now):
+                    log.info("%s", summary.line(now, summary_counts(self.registry)))
                 for child in self.children:
                     if child.pid is None and child.due <= now:
                         if child.started:
@@ -259,6 +219,23 @@ class Supervisor:
         while any(c.pid is not None for c in self.children):
             self.reap()
             time.sleep(0.01)
+
+
+class _Summary:
+    """When the next summary line is due, and the counts of the last one."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = time.time()
+        self.before: dict[str, float] = {}
+
+    def due(self, now: float) -> bool:
+        return self.interval > 0 and now - self.last >= self.interval
+
+    def line(self, now: float, counts: dict[str, float]) -> str:
+        text = summary_line(counts, self.before, (now - self.last) / 60)
+        self.last, self.before = now, counts
+        return text
 
 
 def _signal(pid: int | None, signum: int) -> None:

@@ -1,7 +1,7 @@
 """The debugging tap: every stage PUBlishes what it emits to the tap hub; ``procsmith tap``
 subscribes there.
 
-The hub is an XSUB/XPUB proxy (the ZeroMQ guide's pattern): stages connect their PUB to its
+The hub is an XSUB/XPUB proxy (the ZeroMQ guide's pattern): stages connect a publisher to its
 XSUB, any number of ``procsmith tap`` clients connect a SUB to its XPUB, and subscriptions
 travel upstream, so a stage publishes only topics somebody is watching — with no tap client
 a stage sends nothing. Topics are ``<stage>/<instance>``. PUB and XPUB drop for a subscriber
@@ -19,15 +19,18 @@ from typing import BinaryIO
 import msgspec
 import zmq
 
-from pipeline import exitcodes
 from pipeline.config import Config
-from pipeline.render import tap_line
 from pipeline.signals import STOP_SIGNALS, SignalInbox
 from pipeline.transport import Codec, Endpoints, open_socket
 from pipeline.wiring import STAGE_NAMES, binders
+from stages.base import exitcodes
+from stages.base.render import tap_line
 
 log = logging.getLogger("procsmith.tap")
-HUB = "taphub"
+# A subscription the hub holds for itself, to a topic no stage publishes: every publisher
+# that connects is sent it with the tap clients' subscriptions, which tells a starting stage
+# that those have arrived (pipeline.runner waits for it).
+HUB_PRIMER = b"\x01\x00procsmith-hub"
 
 
 def run_taphub(config: Config, inbox: SignalInbox | None = None) -> int:
@@ -38,6 +41,7 @@ def run_taphub(config: Config, inbox: SignalInbox | None = None) -> int:
     t = config.transport
     front = open_socket(ctx, zmq.XSUB, endpoints.bind("tap-in"), bind=True, config=t)
     back = open_socket(ctx, zmq.XPUB, endpoints.bind("tap-out"), bind=True, config=t)
+    front.send(HUB_PRIMER)
     poller = zmq.Poller()
     for item in (front, back, inbox.fd):
         poller.register(item, zmq.POLLIN)

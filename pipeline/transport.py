@@ -16,10 +16,21 @@ import msgspec
 import zmq
 
 from pipeline.config import TransportConfig
-from pipeline.schema import Record
+from stages.base.schema import Record
 
-ENDPOINTS = ("tree", "classify", "filter", "match", "enforce", "tap-in", "tap-out")
-_PORT_OFFSET = {name: i + 1 for i, name in enumerate(ENDPOINTS)}
+# Each endpoint's tcp port is transport.base_port plus its offset here. The offsets are
+# part of the deployment contract (docker-compose.yml, firewall rules name these ports): a
+# new endpoint takes a new offset, and none is ever renumbered.
+PORT_OFFSET = {
+    "tree": 1,
+    "classify": 2,
+    "filter": 3,
+    "match": 4,
+    "enforce": 5,
+    "tap-in": 6,
+    "tap-out": 7,
+}
+ENDPOINTS = tuple(PORT_OFFSET)
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path, less its NUL
 _WILDCARDS = frozenset({"0.0.0.0", "*", "::"})  # noqa: S104 - recognised, not bound here
 
@@ -66,7 +77,7 @@ class Endpoints:
                 )
 
     def _port(self, name: str) -> int:
-        return self.config.base_port + _PORT_OFFSET[name]
+        return self.config.base_port + PORT_OFFSET[name]
 
     def bind(self, name: str) -> str:
         if self.config.kind == "ipc":

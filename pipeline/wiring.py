@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.config import Config
-from pipeline.meter import Meter
-from pipeline.schema import Finding, Judged, Process, Round, ShardScan, Workloads
-from pipeline.stage import Stage
+from stages.base.schema import Finding, Judged, Process, Round, ShardScan, Workloads
 
 if TYPE_CHECKING:
-    from pipeline.preflight import Prepared
+    pass
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,9 @@ WIRING: dict[str, StageWiring] = {
     )
 }
 STAGE_NAMES = tuple(WIRING)
+# The tap hub: not a stage (it runs no stage logic), but a process the supervisor runs and
+# `procsmith stage` can start, binding both tap endpoints.
+TAPHUB = "taphub"
 # Start order: consumers before producers, so the first round finds its peers.
 START_ORDER = ("enforce", "match", "filter", "classify", "tree", "scan")
 # Stop order: producers first, so each stage can drain what its upstream sent.
@@ -71,7 +72,7 @@ def binder_of(endpoint: str) -> str:
 def binders() -> dict[str, str]:
     """endpoint → the process that binds it (the tap hub binds both tap endpoints)."""
     found = {name: binder_of(name) for name in WIRING if WIRING[name].input is not None}
-    return {**found, "tap-in": "taphub", "tap-out": "taphub"}
+    return {**found, "tap-in": TAPHUB, "tap-out": TAPHUB}
 
 
 def replicas(name: str, config: Config) -> int:
@@ -80,32 +81,3 @@ def replicas(name: str, config: Config) -> int:
     if name == "match":
         return config.match.replicas
     return 1
-
-
-def build_stage(
-    name: str, config: Config, meter: Meter, *, index: int, count: int, prepared: Prepared
-) -> Stage:
-    """The logic object of one stage process (``index`` of ``count`` replicas)."""
-    # Imported here so that `procsmith tap` and the supervisor's own code stay light.
-    from stages import classify, enforce, filter, match, scan, tree  # noqa: PLC0415
-
-    if name == "scan":
-        reader = scan.ShardReader.from_config(config, meter, shard=index, shards=count)
-        return scan.ScanStage(reader, config.scan.interval)
-    if name == "tree":
-        return tree.TreeStage(config.scan.shards, config.tree.grace, meter)
-    if name == "classify":
-        return classify.ClassifyStage(meter)
-    if name == "filter":
-        return filter.FilterStage(
-            filter.SeenFilter(config.filter.lru_size, meter),
-            meter,
-            ack_timeout=config.filter.ack_timeout,
-            max_attempts=config.filter.max_attempts,
-        )
-    if name == "match":
-        assert prepared.signatures is not None  # noqa: S101 - preflight loads them for match
-        return match.MatchStage(config, meter, prepared.signatures)
-    if name == "enforce":
-        return enforce.EnforceStage(config, meter)
-    raise KeyError(f"no stage named {name!r}; stages are {', '.join(STAGE_NAMES)}")

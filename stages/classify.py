@@ -2,20 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import xxhash
 
-from pipeline.catalog import INDEX_SIZE, WORKSPACE_COUNT
-from pipeline.meter import Meter
-from pipeline.schema import Kind, Process, RawProcess, Record, Round, Workloads, Workspace
-from pipeline.stage import Stage
+from stages.base.catalog import INDEX_SIZE, WORKSPACE_COUNT
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.schema import Kind, Process, RawProcess, Record, Round, Workloads, Workspace
 from stages.procfs import WORKSPACE_ENV, is_ring1
-from stages.tree import Node, build_index
 
 SUPERVISOR_ARGV = ["supervisor", "init"]
 ROOT_PID = 1
+
+
+class Node:
+    """A pid in the index: its record (``None`` for a placeholder) and its children."""
+
+    __slots__ = ("children", "pid", "proc")
+
+    def __init__(self, pid: int, proc: RawProcess | None = None) -> None:
+        self.pid = pid
+        self.proc = proc
+        self.children: list[Node] = []
+
+
+def build_index(procs: Iterable[RawProcess]) -> dict[int, Node]:
+    """Index processes by pid and link each to its parent.
+
+    A parent not seen yet gets a placeholder, filled in if that pid appears later, so the
+    order of the input does not matter (pids wrap: a child's pid can be lower than its
+    parent's). Children keep the order of the input, which is pid order for a Round.
+    """
+    index: dict[int, Node] = {}
+    for proc in procs:
+        parent = index.get(proc.ppid)
+        if parent is None:
+            parent = index[proc.ppid] = Node(proc.ppid)
+        node = index.get(proc.pid)
+        if node is None:
+            node = index[proc.pid] = Node(proc.pid)
+        node.proc = proc
+        parent.children.append(node)
+    return index
 
 
 def reference_hash(pid: int, ppid: int, starttime: int) -> int:

@@ -1,6 +1,6 @@
 """The enforce stage's logic: write each finding as a JSON line and apply its penalty.
 
-    enforcer = Enforcer(config.enforce, meter, config.proc_root)
+    enforcer = Enforcer(meter, "/proc", outputs=["-"], penalties={"very": "kill-process"})
     published = enforcer.handle(finding)  # [finding], for the tap
     enforcer.close()
 
@@ -13,16 +13,16 @@ A kill is sent through a pidfd once the target is confirmed (see ``stages.penalt
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
-from pipeline.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
-from pipeline.config import Config, ConfigError, EnforceConfig
-from pipeline.meter import Meter
-from pipeline.render import finding_line
-from pipeline.schema import Finding, Judged, Record
-from pipeline.stage import Stage
+from stages.base.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.render import finding_line
+from stages.base.schema import Finding, Judged, Record
 from stages.penalty import (
+    Action,
     PenaltyFailed,
     kill_confirmed,
     run_command,
@@ -33,26 +33,39 @@ from stages.penalty import (
 STDOUT = "-"
 
 
-class Enforcer:
-    """Writes findings to the configured outputs and applies penalties; ``close`` the files.
+class OutputUnavailable(Exception):
+    """An output file that cannot be opened; the message names it."""
 
-    ``stdout`` is where ``"-"`` writes (the process's stdout by default).
+
+class Enforcer:
+    """Writes findings to ``outputs`` and applies ``penalties`` (level → action; a level not
+    named is ``log``); ``close`` the files.
+
+    ``"-"`` in ``outputs`` writes to ``stdout`` (the process's stdout by default); the
+    ``exec`` action runs ``exec_command`` for at most ``exec_timeout`` seconds.
     """
 
     def __init__(
         self,
-        config: EnforceConfig,
         meter: Meter,
         proc_root: str,
         *,
+        outputs: Sequence[str] = (STDOUT,),
+        penalties: Mapping[str, Action] | None = None,
+        exec_command: Sequence[str] = (),
+        exec_timeout: float = 10.0,
         stdout: BinaryIO | None = None,
     ) -> None:
-        self.config = config
         self.meter = meter
         self.proc_root = proc_root
+        self.penalties = dict(penalties or {})
+        self.exec_command = list(exec_command)
+        self.exec_timeout = exec_timeout
+        if "exec" in self.penalties.values() and not self.exec_command:
+            raise ValueError("the exec penalty needs a command")
         self.outputs: list[BinaryIO] = []
         self._owned: list[BinaryIO] = []
-        for name in config.output:
+        for name in outputs:
             if name == STDOUT:
                 self.outputs.append(stdout if stdout is not None else sys.stdout.buffer)
                 continue
@@ -60,7 +73,7 @@ class Enforcer:
                 f = open(name, "ab")  # noqa: SIM115 - kept open until close()
             except OSError as err:
                 self.close()
-                raise ConfigError(f"enforce.output: cannot open {name}: {err.strerror}") from None
+                raise OutputUnavailable(f"cannot open {name}: {err.strerror}") from None
             self.outputs.append(f)
             self._owned.append(f)
 
@@ -74,12 +87,12 @@ class Enforcer:
                 out.flush()
             except (OSError, ValueError):  # ValueError: written after close
                 self.meter.inc(ENFORCE_WRITE_ERRORS)
-        action = getattr(self.config.penalties, finding.level)
+        action = self.penalties.get(finding.level, "log")
         if action != "log":
             self._penalise(action, finding, line)
         return [finding, Judged(finding.process, "finding")]
 
-    def _penalise(self, action: str, finding: Finding, line: bytes) -> None:
+    def _penalise(self, action: Action, finding: Finding, line: bytes) -> None:
         try:
             if action == "kill-process":
                 proc = finding.process
@@ -90,7 +103,7 @@ class Enforcer:
                 supervisor = finding.process.workspace.pid
                 kill_confirmed(self.proc_root, supervisor, started_by(finding.process.starttime))
             elif action == "exec":
-                run_command(self.config.exec_command, line, self.config.exec_timeout)
+                run_command(self.exec_command, line, self.exec_timeout)
             else:
                 raise ValueError(f"unknown penalty {action!r}")
         except PenaltyFailed as err:
@@ -110,8 +123,8 @@ class EnforceStage(Stage):
 
     accepts = (Finding,)
 
-    def __init__(self, config: Config, meter: Meter) -> None:
-        self.enforcer = Enforcer(config.enforce, meter, config.proc_root)
+    def __init__(self, enforcer: Enforcer) -> None:
+        self.enforcer = enforcer
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Finding)  # noqa: S101 - the runner checks `accepts`

@@ -3,11 +3,10 @@ one handed on is judged (at-least-once)."""
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from pipeline.catalog import (
+from stages.base.catalog import (
     CACHE_USE,
     FILTER_GAVE_UP,
     FILTER_INFLIGHT,
@@ -16,11 +15,9 @@ from pipeline.catalog import (
     ROUND_DURATION,
     ROUNDS,
 )
-from pipeline.meter import Meter
-from pipeline.schema import Judged, Process, Record, Workloads
-from pipeline.stage import Stage
-
-log = logging.getLogger("procsmith.filter")
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.schema import Filtered, Judged, Process, Record, Workloads
 
 # D8: the process identity plus its executable. No ppid, so re-parenting (the parent died)
 # is not a new process; the executable's device and inode, so an exec is.
@@ -155,18 +152,13 @@ class FilterStage(Stage):
             self.meter.inc(FILTER_RETRIES, len(again))
         if gave_up:
             self.meter.inc(FILTER_GAVE_UP, gave_up)
-        fresh = again + self.seen.unseen(record.procs)
-        log.debug(
-            "round %d (started %.3f): %d workloads, %d handed on",
-            record.round_id,
-            record.started,
-            len(record.procs),
-            len(fresh),
-        )
+        fresh: list[Record] = [*again, *self.seen.unseen(record.procs)]
         self.meter.inc(ROUNDS)
         self.meter.set(ROUND_COMPLETED, now)
         if record.started:
             self.meter.observe(ROUND_DURATION, max(0.0, now - record.started))
+        # Last, after the processes: on the tap it says the round is through the filter.
+        fresh.append(Filtered(record.round_id, record.started, len(record.procs), len(fresh)))
         return fresh
 
     def sent(self, record: Record, now: float) -> None:

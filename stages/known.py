@@ -30,7 +30,7 @@ from typing import Final
 
 import msgspec
 
-from pipeline.schema import RawProcess
+from stages.base.schema import RawProcess
 
 PROC_SUPER_MAGIC: Final = 0x9FA0  # statfs f_type of procfs (linux/magic.h)
 KEEP_OPEN: Final = 16384  # default bound on the descriptors one shard keeps open

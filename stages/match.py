@@ -20,17 +20,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from pipeline.catalog import (
+from stages.base.catalog import (
     MATCH_CACHE,
     MATCH_EXE_SCANS,
     MATCH_EXE_TRUNCATED,
     MATCH_FINDINGS,
     MATCH_SKIPPED,
 )
-from pipeline.config import Config
-from pipeline.meter import Meter
-from pipeline.schema import Finding, Judged, Process, Record
-from pipeline.stage import Stage
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.schema import Finding, Judged, Process, Record
 from stages.pidcheck import still_same
 from stages.signatures import (
     Hit,
@@ -145,16 +144,8 @@ class MatchStage(Stage):
 
     accepts = (Process,)
 
-    def __init__(self, config: Config, meter: Meter, signatures: SignatureSet) -> None:
-        m = config.match
-        self.matcher = Matcher(
-            signatures,
-            meter,
-            max_exe_bytes=m.max_exe_bytes,
-            cache_size=m.cache_size,
-            scan_timeout=m.scan_timeout,
-            delay=m.delay,
-        )
+    def __init__(self, matcher: Matcher) -> None:
+        self.matcher = matcher
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Process)  # noqa: S101 - the runner checks `accepts`

@@ -14,8 +14,12 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from stages.pidcheck import current_starttime
+
+# What enforce does with a finding of a level. "log" only writes it.
+Action = Literal["log", "kill-process", "kill-workspace", "exec"]
 
 REASONS = (
     "vanished",  # the process (or supervisor) is gone

@@ -12,11 +12,10 @@ from typing import TypeVar
 
 import msgspec
 
-from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
-from pipeline.config import Config
-from pipeline.meter import Meter
-from pipeline.schema import RawProcess, Record, ShardScan
-from pipeline.stage import Stage
+from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.schema import RawProcess, Record, ShardScan
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
 from stages.procfs import (
     OPEN_FLAGS,
@@ -98,20 +97,6 @@ class ShardReader:
         self._skipped: Counter[str] = Counter()
         self._truncated: Counter[str] = Counter()
         self._finalizer = weakref.finalize(self, close_all, self._known)
-
-    @classmethod
-    def from_config(
-        cls, config: Config, meter: Meter, *, shard: int = 0, shards: int = 1
-    ) -> ShardReader:
-        """The reader of shard ``shard`` of ``shards`` with the config's procfs root and bounds."""
-        return cls(
-            config.proc_root,
-            meter,
-            shard=shard,
-            shards=shards,
-            cmdline_max_bytes=config.scan.cmdline_max_bytes,
-            environ_max_bytes=config.scan.environ_max_bytes,
-        )
 
     def set_recheck(self, rounds: int) -> None:
         """Re-read every process in full every ``rounds`` rounds.

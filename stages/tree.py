@@ -1,13 +1,13 @@
-"""The tree stage's logic: merge the shards of a round, and index processes by pid."""
+"""The tree stage's logic: merge the shards of a round into one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from pipeline.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
-from pipeline.meter import Meter
-from pipeline.schema import RawProcess, Record, Round, ShardScan
-from pipeline.stage import Stage
+from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
+from stages.base.contract import Stage
+from stages.base.meter import Meter
+from stages.base.schema import RawProcess, Record, Round, ShardScan
 
 
 def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
@@ -28,37 +28,6 @@ def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
         missing_shards=[k for k in range(expected) if k not in came],
         started=min((s.started for s in shards), default=0.0),
     )
-
-
-class Node:
-    """A pid in the index: its record (``None`` for a placeholder) and its children."""
-
-    __slots__ = ("children", "pid", "proc")
-
-    def __init__(self, pid: int, proc: RawProcess | None = None) -> None:
-        self.pid = pid
-        self.proc = proc
-        self.children: list[Node] = []
-
-
-def build_index(procs: Iterable[RawProcess]) -> dict[int, Node]:
-    """Index processes by pid and link each to its parent.
-
-    A parent not seen yet gets a placeholder, filled in if that pid appears later, so the
-    order of the input does not matter (pids wrap: a child's pid can be lower than its
-    parent's). Children keep the order of the input, which is pid order for a Round.
-    """
-    index: dict[int, Node] = {}
-    for proc in procs:
-        parent = index.get(proc.ppid)
-        if parent is None:
-            parent = index[proc.ppid] = Node(proc.ppid)
-        node = index.get(proc.pid)
-        if node is None:
-            node = index[proc.pid] = Node(proc.pid)
-        node.proc = proc
-        parent.children.append(node)
-    return index
 
 
 class TreeStage(Stage):

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.meter import Tally
-from tests.elfbins import ElfBins
-from tests.elfbins import build as build_elf_bins
-from tests.fakeproc import FakeProcfs
+from simulation.elfbins import ElfBins
+from simulation.elfbins import build as build_elf_bins
+from simulation.fakeproc import FakeProcfs
+from stages.base.meter import Tally
 
 
 @pytest.fixture
@@ -25,5 +25,5 @@ def tally() -> Tally:
 
 @pytest.fixture(scope="session")
 def elf_bins(tmp_path_factory: pytest.TempPathFactory) -> ElfBins:
-    """gcc-built ELF fixtures with miner-like symbols and strings (see tests/elfbins.py)."""
+    """gcc-built ELF fixtures with miner-like symbols and strings (see simulation/elfbins.py)."""
     return build_elf_bins(tmp_path_factory.mktemp("elf"))

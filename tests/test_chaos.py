@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.chaos import run_chaos
+from simulation.chaos import run_chaos
 
 
 def test_chaos(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.schema import Level
+from stages.base.schema import Level
 from stages.signatures import SignatureSet, load_signatures
 from tests.sigfiles import write_config
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from tests.fakeproc import FakeProcfs
-from tests.harness import procsmith, wait_until
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import procsmith, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

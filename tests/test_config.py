@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, Duration, bundled_config_path, load_config
+from pipeline.config import (
+    Config,
+    ConfigError,
+    Duration,
+    bundled_config_path,
+    load_config,
+    load_named_config,
+)
 
 
 def test_bundled_file_is_the_defaults() -> None:
@@ -128,7 +135,6 @@ def test_cli_exit_code_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_named_config_precedence(tmp_path: Path) -> None:
-    from pipeline.config import load_named_config  # noqa: PLC0415
 
     named, from_env = tmp_path / "named.toml", tmp_path / "env.toml"
     named.write_text("[filter]\nlru_size = 11\n")

@@ -8,10 +8,10 @@ import subprocess
 import orjson
 import pytest
 
-from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
+from simulation.elfbins import ElfBins
+from simulation.harness import Pipeline, procsmith, wait_until
+from simulation.workspace import SimNode, SimulatedTree, sleeper, workspace
 from stages.procfs import is_running
-from tests.elfbins import ElfBins
-from tests.harness import Pipeline, procsmith, wait_until
 
 pytestmark = pytest.mark.realproc
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.config import Config, FilterConfig
 from pipeline.local import LocalDetector
-from tests.fakeproc import FakeProcfs
+from simulation.fakeproc import FakeProcfs
 
 
 def detector(fs: FakeProcfs, lru: int = 2000) -> LocalDetector:

@@ -16,13 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
-from pipeline.config import ConfigError, Duration, EnforceConfig, PenaltiesConfig, Penalty
-from pipeline.meter import Tally
-from pipeline.render import finding_line
-from pipeline.schema import Finding, Judged, Kind, Level, Process, Workspace
-from pipeline.simworkspace import SimulatedTree, sleeper, workspace
-from stages.enforce import Enforcer
+from simulation.workspace import SimulatedTree, sleeper, workspace
+from stages.base.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
+from stages.base.meter import Tally
+from stages.base.render import finding_line
+from stages.base.schema import Finding, Judged, Kind, Level, Process, Workspace
+from stages.enforce import Enforcer, OutputUnavailable
+from stages.penalty import Action
 from stages.pidcheck import current_starttime
 from stages.procfs import is_running
 
@@ -57,13 +57,14 @@ def finding_for(proc: Process, level: Level = Level.VERY) -> Finding:
     return Finding(proc, "xmrig-namespace-symbols", level, "signature", datetime.now(UTC))
 
 
-def enforcer(tally: Tally, out: io.BytesIO | None = None, **penalties: Penalty) -> Enforcer:
-    config = EnforceConfig(
-        output=["-"],
-        penalties=PenaltiesConfig(**penalties),
+def enforcer(tally: Tally, out: io.BytesIO | None = None, **penalties: Action) -> Enforcer:
+    return Enforcer(
+        tally,
+        "/proc",
+        penalties=penalties,
         exec_command=[sys.executable, "-c", "pass"],
+        stdout=out or io.BytesIO(),
     )
-    return Enforcer(config, tally, "/proc", stdout=out or io.BytesIO())
 
 
 def gone_or_zombie(pid: int, within: float = 10.0) -> bool:
@@ -79,8 +80,7 @@ def gone_or_zombie(pid: int, within: float = 10.0) -> bool:
 def test_finding_written_as_json_lines(tmp_path: Path, tally: Tally) -> None:
     out = io.BytesIO()
     path = tmp_path / "findings.jsonl"
-    config = EnforceConfig(output=["-", str(path)])
-    e = Enforcer(config, tally, "/proc", stdout=out)
+    e = Enforcer(tally, "/proc", outputs=["-", str(path)], stdout=out)
     ws = Workspace("owner", "ws", "inst", "https://example.com/r", 42)
     proc = Process(7, 6, 123, 99, "/proc/7/exe", ["./xmrig"], Kind.USER_WORKLOAD, ws)
     finding = Finding(proc, "xmrig", Level.AUDIT, "commandline", datetime(2024, 5, 1, tzinfo=UTC))
@@ -113,16 +113,16 @@ def test_finding_written_as_json_lines(tmp_path: Path, tally: Tally) -> None:
 
 
 def test_unwritable_output(tmp_path: Path, tally: Tally) -> None:
-    with pytest.raises(ConfigError, match=r"enforce\.output"):
-        Enforcer(EnforceConfig(output=[str(tmp_path / "no" / "f")]), tally, "/proc")
-    e = Enforcer(EnforceConfig(output=["/dev/full"]), tally, "/proc")
+    with pytest.raises(OutputUnavailable, match=r"cannot open .*/no/f"):
+        Enforcer(tally, "/proc", outputs=[str(tmp_path / "no" / "f")])
+    e = Enforcer(tally, "/proc", outputs=["/dev/full"])
     proc = Process(7, 6, 123, 99, "/proc/7/exe", [], Kind.USER_WORKLOAD)
     assert len(e.handle(finding_for(proc))) == 2
     assert tally.get(ENFORCE_WRITE_ERRORS) == 1
 
 
 def test_default_penalty_kills_nothing(sleeper_proc: subprocess.Popen[bytes], tally: Tally) -> None:
-    e = Enforcer(EnforceConfig(), tally, "/proc", stdout=io.BytesIO())
+    e = Enforcer(tally, "/proc", stdout=io.BytesIO())
     for level in Level:
         e.handle(finding_for(process_of(sleeper_proc.pid), level))
     assert sleeper_proc.poll() is None
@@ -198,12 +198,14 @@ def test_kill_workspace_without_a_workspace(
 
 
 def _exec_enforcer(tally: Tally, command: list[str], timeout: float = 30.0) -> Enforcer:
-    config = EnforceConfig(
-        penalties=PenaltiesConfig(barely="exec"),
+    return Enforcer(
+        tally,
+        "/proc",
+        penalties={"barely": "exec"},
         exec_command=command,
-        exec_timeout=Duration(timeout),
+        exec_timeout=timeout,
+        stdout=io.BytesIO(),
     )
-    return Enforcer(config, tally, "/proc", stdout=io.BytesIO())
 
 
 def test_exec_gets_the_finding_on_stdin(tmp_path: Path, tally: Tally) -> None:

@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pipeline.simworkspace import SimNode, SimulatedTree, python_node, sleeper, workspace
-from tests.elfbins import ElfBins
-from tests.harness import Pipeline, wait_until
+from simulation.elfbins import ElfBins
+from simulation.harness import Pipeline, wait_until
+from simulation.workspace import SimNode, SimulatedTree, python_node, sleeper, workspace
 
 pytestmark = pytest.mark.realproc
 
@@ -85,8 +87,6 @@ def test_the_reference_evasions_are_caught(elf_bins: ElfBins) -> None:
             log=pipe.log,
         )
         assert p["shifter"] not in findings_by_pid(out)  # judged clean
-        import os  # noqa: PLC0415
-        import signal  # noqa: PLC0415
 
         os.kill(p["shifter"], signal.SIGUSR1)  # D8: now it is the miner
         wait_until("the D8 finding", lambda: p["shifter"] in findings_by_pid(out), log=pipe.log)

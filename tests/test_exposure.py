@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 from pipeline.config import Config, load_config
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline, short_run_dir
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import Pipeline, short_run_dir
 
 
 def test_defaults_bind_to_loopback_only() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
-from pipeline.catalog import (
+from stages.base.catalog import (
     CACHE_USE,
     FILTER_GAVE_UP,
     FILTER_RETRIES,
@@ -12,8 +14,8 @@ from pipeline.catalog import (
     ROUND_DURATION,
     ROUNDS,
 )
-from pipeline.meter import Tally
-from pipeline.schema import Judged, Kind, Process, Workloads
+from stages.base.meter import Tally
+from stages.base.schema import Filtered, Judged, Kind, Process, Record, Workloads
 from stages.filter import FilterStage, SeenFilter
 
 
@@ -73,17 +75,31 @@ def round_of(*procs: Process) -> Workloads:
     return Workloads(1, list(procs))
 
 
+def handed_on(records: Sequence[Record]) -> list[Record]:
+    """What the filter sent on to match (without its per-round ``Filtered`` record)."""
+    return [r for r in records if isinstance(r, Process)]
+
+
+def test_each_round_ends_with_what_the_filter_made_of_it(tally: Tally) -> None:
+    f = stage(tally)
+    out = f.handle(Workloads(7, [proc(1), proc(2)], started=100.0), now=101)
+    assert out[-1] == Filtered(7, 100.0, workloads=2, handed_on=2)
+    f.sent(out[0], now=101)  # match took process 1; process 2 was dropped (D7)
+    again = f.handle(Workloads(8, [proc(1), proc(2)], started=102.0), now=103)
+    assert again == [proc(2), Filtered(8, 102.0, workloads=2, handed_on=1)]
+
+
 def test_handover_completes_when_the_verdict_comes_back(tally: Tally) -> None:
     f = stage(tally)
-    assert f.handle(round_of(proc(1), proc(2)), now=0) == [proc(1), proc(2)]
+    assert handed_on(f.handle(round_of(proc(1), proc(2)), now=0)) == [proc(1), proc(2)]
     f.sent(proc(1), now=0)
     f.dropped(proc(2), now=0)
     # 1 awaits its verdict (a hit); 2 was dropped, so it is offered again (D7).
-    assert f.handle(round_of(proc(1), proc(2)), now=1) == [proc(2)]
+    assert handed_on(f.handle(round_of(proc(1), proc(2)), now=1)) == [proc(2)]
     assert f.seen.inflight == 1 and proc(1) not in f.seen
     assert f.handle(Judged(proc(1), "clean"), now=2) == ()
     assert f.seen.inflight == 0 and proc(1) in f.seen
-    assert f.handle(round_of(proc(1)), now=3) == []
+    assert handed_on(f.handle(round_of(proc(1)), now=3)) == []
 
 
 def test_overdue_is_sent_again_even_after_the_process_is_gone(tally: Tally) -> None:
@@ -92,8 +108,8 @@ def test_overdue_is_sent_again_even_after_the_process_is_gone(tally: Tally) -> N
     f = stage(tally, timeout=10, attempts=3)
     f.handle(round_of(proc(1)), now=0)
     f.sent(proc(1), now=0)
-    assert f.handle(round_of(), now=5) == []  # not overdue yet
-    assert f.handle(round_of(), now=10) == [proc(1)]  # overdue, and no longer in the round
+    assert handed_on(f.handle(round_of(), now=5)) == []  # not overdue yet
+    assert handed_on(f.handle(round_of(), now=10)) == [proc(1)]  # overdue; gone from the round
     f.sent(proc(1), now=10)
     assert tally.get(FILTER_RETRIES) == 1
     assert f.handle(Judged(proc(1), "vanished"), now=11) == ()
@@ -104,9 +120,9 @@ def test_given_up_after_max_attempts(tally: Tally) -> None:
     f = stage(tally, timeout=1, attempts=2)
     f.handle(round_of(proc(1)), now=0)
     f.sent(proc(1), now=0)
-    assert f.handle(round_of(proc(1)), now=1) == [proc(1)]
+    assert handed_on(f.handle(round_of(proc(1)), now=1)) == [proc(1)]
     f.sent(proc(1), now=1)  # the second and last send
-    assert f.handle(round_of(proc(1)), now=2) == []
+    assert handed_on(f.handle(round_of(proc(1)), now=2)) == []
     assert tally.get(FILTER_GAVE_UP) == 1
     assert proc(1) in f.seen and f.seen.inflight == 0
 
@@ -117,11 +133,11 @@ def test_a_dropped_retry_is_tried_again_without_costing_an_attempt(tally: Tally)
     f.handle(round_of(proc(1)), now=0)
     f.sent(proc(1), now=0)
     for now in (1, 2, 3):  # match's queue stays full: every retry is dropped
-        assert f.handle(round_of(), now=now) == [proc(1)]
+        assert handed_on(f.handle(round_of(), now=now)) == [proc(1)]
         f.dropped(proc(1), now=now)
     assert tally.get(FILTER_GAVE_UP) == 0
     f.sent(proc(1), now=4)
-    assert f.handle(round_of(), now=5) == []  # two sends: given up now
+    assert handed_on(f.handle(round_of(), now=5)) == []  # two sends: given up now
     assert tally.get(FILTER_GAVE_UP) == 1
 
 

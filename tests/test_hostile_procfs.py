@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline, wait_until, without_file_capabilities
-from tests.hostile_tree import build
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import Pipeline, wait_until
+from simulation.hostile import build
+from tests.privileges import without_file_capabilities
 
 STAGES = ("scan", "tree", "classify", "filter", "match", "enforce", "taphub")
 PEAK_RSS_BOUND_KB = 1 << 20  # 1 GiB: far above what a stage needs, far below "unbounded"

@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from pipeline.schema import Finding, Kind, Level, Process, Record, ShardScan
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline, procsmith, wait_until
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import Pipeline, procsmith, wait_until
+from stages.base.schema import Finding, Kind, Level, Process, Record, ShardScan
 
 GARBAGE = [
     b"",

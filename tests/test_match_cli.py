@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from pipeline.config import BUNDLED_CONFIG_DIR
-from tests.elfbins import ElfBins
+from simulation.elfbins import ElfBins
 from tests.sigfiles import one_signature, sig, write_config
 
 
@@ -38,7 +38,9 @@ def test_match_prints_one_finding_a_line(tmp_path: Path, elf_bins: ElfBins) -> N
     yar.write_text(
         'rule pool { meta: level = "audit" strings: $a = "stratum+tcp://" condition: $a }'
     )
-    done = procsmith("match", "--signatures", str(config), str(yar), "--", str(elf_bins.miner))
+    done = procsmith(
+        "match", "--signatures", str(config), "--signatures", str(yar), str(elf_bins.miner)
+    )
     assert (done.returncode, done.stderr) == (0, "")
     assert lines(done.stdout) == [
         {
@@ -72,7 +74,7 @@ def test_match_defaults_to_the_bundled_signatures(elf_bins: ElfBins) -> None:
 
 def test_nothing_matched_is_success(tmp_path: Path, elf_bins: ElfBins) -> None:
     config = one_signature(tmp_path / "a.json", sig("x", "no such bytes anywhere"))
-    done = procsmith("match", "--signatures", str(config), "--", str(elf_bins.clean))
+    done = procsmith("match", "--signatures", str(config), str(elf_bins.clean))
     assert (done.returncode, done.stdout) == (0, "")
 
 
@@ -82,7 +84,7 @@ def test_unreadable_file_is_reported_and_the_others_judged(
     config = one_signature(tmp_path / "a.json", sig("x", "randomx"))
     missing = str(tmp_path / "missing")
     done = procsmith(
-        "match", "--signatures", str(config), "--", missing, str(tmp_path), str(elf_bins.miner)
+        "match", "--signatures", str(config), missing, str(tmp_path), str(elf_bins.miner)
     )
     assert done.returncode == 1
     assert [f["path"] for f in lines(done.stdout)] == [str(elf_bins.miner)]
@@ -112,7 +114,7 @@ def test_bad_signature_files_exit_2_naming_what_is_wrong(
         path.write_bytes(content)
     for args in (
         ["signatures", "check", str(path)],
-        ["match", "--signatures", str(path), "--", "x"],
+        ["match", "--signatures", str(path), "x"],
     ):
         done = procsmith(*args)
         assert done.returncode == 2, args

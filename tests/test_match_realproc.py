@@ -8,15 +8,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pipeline.catalog import MATCH_EXE_SCANS
 from pipeline.config import Config
 from pipeline.local import LocalDetector
-from pipeline.meter import Tally
-from pipeline.schema import Finding, Judged, Level
-from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
+from simulation.elfbins import ElfBins
+from simulation.workspace import SimNode, SimulatedTree, sleeper, workspace
+from stages.base.catalog import MATCH_EXE_SCANS
+from stages.base.meter import Tally
+from stages.base.schema import Finding, Judged, Level
 from stages.match import Matcher
 from stages.signatures import load_signatures
-from tests.elfbins import ElfBins
 
 pytestmark = pytest.mark.realproc
 

@@ -13,20 +13,20 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.catalog import (
+from simulation.elfbins import ElfBins
+from simulation.fakeproc import FakeProcfs
+from stages.base.catalog import (
     MATCH_CACHE,
     MATCH_EXE_SCANS,
     MATCH_EXE_TRUNCATED,
     MATCH_FINDINGS,
     MATCH_SKIPPED,
 )
-from pipeline.meter import Tally
-from pipeline.schema import Finding, Judged, Kind, Level, Process, Record
+from stages.base.meter import Tally
+from stages.base.schema import Finding, Judged, Kind, Level, Process, Record
 from stages.match import Matcher
 from stages.signatures import SignatureSet, load_signatures
-from tests.elfbins import ElfBins
-from tests.fakeproc import FakeProcfs
-from tests.harness import without_file_capabilities
+from tests.privileges import without_file_capabilities
 from tests.sigfiles import sig, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -266,8 +266,8 @@ def test_scan_timeout_is_counted_and_remembered(
 
 DENIED_SCRIPT = """
 import sys, orjson
-from pipeline.meter import Tally
-from pipeline.schema import Kind, Process
+from stages.base.meter import Tally
+from stages.base.schema import Kind, Process
 from stages.match import Matcher
 from stages.signatures import load_signatures
 from pathlib import Path

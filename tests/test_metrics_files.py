@@ -3,25 +3,27 @@ restarted stage has created but not yet written must not break the scrape."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 
-from pipeline.metrics import node_registry
+from pipeline.metrics import PromMeter, node_registry
+from stages.base.catalog import RECORDS_IN
 
 WRITE = """
-from pipeline.catalog import ROUNDS
-from pipeline.metrics import PromMeter
+import sys
+from pipeline.metrics import PromMeter, enable_multiprocess
+from stages.base.catalog import ROUNDS
+enable_multiprocess(sys.argv[1])
 PromMeter().inc(ROUNDS, 3)
 """
 
 
 def test_unready_files_are_left_for_the_next_scrape(tmp_path: Path) -> None:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", WRITE], env=env, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", WRITE, str(tmp_path)], check=True, timeout=60)
     (tmp_path / "counter_1.db").touch()  # created, not yet sized
     (tmp_path / "gauge_mostrecent_2.db").write_bytes(b"\xff" * 64)  # garbage
     text = generate_latest(node_registry(str(tmp_path))).decode()
@@ -29,10 +31,6 @@ def test_unready_files_are_left_for_the_next_scrape(tmp_path: Path) -> None:
 
 
 def test_prom_meter_refuses_names_and_labels_the_catalog_does_not_have() -> None:
-    import pytest  # noqa: PLC0415
-
-    from pipeline.catalog import RECORDS_IN  # noqa: PLC0415
-    from pipeline.metrics import PromMeter  # noqa: PLC0415
 
     meter = PromMeter()
     with pytest.raises(KeyError):

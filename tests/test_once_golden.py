@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.meter import Tally
+from simulation.fakeproc import RING1, SUPERVISOR, FakeProcfs, env_bytes, stat_line
+from stages.base.meter import Tally
 from stages.scan import ShardReader
-from tests.fakeproc import RING1, SUPERVISOR, FakeProcfs, env_bytes, stat_line
 
 GOLDEN = Path(__file__).parent / "data" / "once_golden.jsonl"
 

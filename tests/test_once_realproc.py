@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import orjson
 import pytest
 
-from pipeline.simworkspace import SimulatedTree, python_node, sleeper, workspace
+from simulation.workspace import SimulatedTree, python_node, sleeper, workspace
 
 pytestmark = pytest.mark.realproc
 
@@ -46,6 +47,4 @@ def test_once_finds_exactly_the_simulated_workspace() -> None:
     # Every process the test started has ended.
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
-            import os  # noqa: PLC0415
-
             os.kill(pid, 0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulation.fakeproc import argv_bytes, stat_line
 from stages.procfs import WORKSPACE_ENV, decode, parse_cmdline, parse_gitpod_env, parse_stat
-from tests.fakeproc import argv_bytes, stat_line
 
 # Bytes biased towards the ones that matter to the parsers.
 procfs_bytes = st.lists(

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.simworkspace import SimulatedTree, python_node, sleeper, workspace
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline, procsmith, stat_of, tapping, wait_until
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import Pipeline, procsmith, stat_of, tapping, wait_until
+from simulation.workspace import SimulatedTree, python_node, sleeper, workspace
 
 
 def once(proc_root: Path | str) -> list[dict[str, Any]]:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from stages.procfs import Stat, parse_cmdline, parse_gitpod_env, parse_stat, read_bounded
-from tests.fakeproc import CAT_STAT, stat_line
+from simulation.fakeproc import CAT_STAT, stat_line
+from stages.procfs import (
+    STAT_MAX_BYTES,
+    Stat,
+    is_running,
+    parse_cmdline,
+    parse_gitpod_env,
+    parse_stat,
+    process_state,
+    read_bounded,
+)
 
 # The reference's own fixtures (proc_test.go, TestParseStat), with CAT_STAT.
 KTHREADD = (
@@ -129,7 +140,6 @@ def test_read_bounded(tmp_path: Path, size: int, limit: int) -> None:
 
 
 def test_read_bounded_fifo_does_not_block(tmp_path: Path) -> None:
-    import os  # noqa: PLC0415
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -137,10 +147,6 @@ def test_read_bounded_fifo_does_not_block(tmp_path: Path) -> None:
 
 
 def test_process_state_of_a_live_a_zombie_and_a_gone_process() -> None:
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-
-    from stages.procfs import is_running, process_state  # noqa: PLC0415
 
     assert process_state(os.getpid()) == "R"
     child = subprocess.Popen(["true"])
@@ -153,7 +159,6 @@ def test_process_state_of_a_live_a_zombie_and_a_gone_process() -> None:
 
 def test_a_stat_line_longer_than_the_kernel_writes_is_refused() -> None:
     """A read cut at the bound has no real end: its fields cannot be trusted."""
-    from stages.procfs import STAT_MAX_BYTES  # noqa: PLC0415
 
     line = stat_line(5, "x", 4, 77)
     assert parse_stat(line + b" " * (STAT_MAX_BYTES - len(line))) == Stat(4, 77, "x")

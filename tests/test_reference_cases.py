@@ -10,14 +10,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.catalog import CACHE_USE, INDEX_SIZE, WORKSPACE_COUNT
 from pipeline.config import Config
 from pipeline.local import LocalDetector
-from pipeline.meter import Tally
-from stages.classify import classify
+from simulation.fakeproc import RING1, SUPERVISOR, FakeProcfs, reference_hash
+from stages.base.catalog import CACHE_USE, INDEX_SIZE, WORKSPACE_COUNT
+from stages.base.meter import Tally
+from stages.classify import build_index, classify
 from stages.scan import ShardReader
-from stages.tree import build_index, merge
-from tests.fakeproc import RING1, SUPERVISOR, FakeProcfs, reference_hash
+from stages.tree import merge
 
 
 def once(root: Path) -> list[dict[str, object]]:

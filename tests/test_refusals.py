@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import procsmith, short_run_dir
+from simulation.harness import procsmith, short_run_dir
 
 BAD_SIGNATURES = (
     '{"blocklists": {"very": {"signatures": [{"name": "x", "kind": "elf", "pattern": ""}]}}}'

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
-from pipeline.meter import Tally
-from pipeline.schema import RawProcess, Round, ShardScan
+from simulation.fakeproc import FakeProcfs
+from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
+from stages.base.meter import Tally
+from stages.base.schema import RawProcess, Round, ShardScan
 from stages.scan import ScanStage, ShardReader
 from stages.tree import TreeStage
-from tests.fakeproc import FakeProcfs
 
 
 def shard(round_id: int, k: int, *pids: int, started: float = 100.0) -> ShardScan:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
-from pipeline.meter import Tally
+from simulation.fakeproc import RING1, FakeProcfs, env_bytes
+from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
+from stages.base.meter import Tally
 from stages.procfs import list_pids
 from stages.scan import ShardReader
-from tests.fakeproc import RING1, FakeProcfs, env_bytes
 
 
 def test_shards_partition_the_pids(fakeproc: FakeProcfs, tally: Tally) -> None:

@@ -14,10 +14,10 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.local import LocalDetector
-from pipeline.meter import Tally
-from pipeline.simworkspace import SimNode, SimulatedTree, workspace
+from simulation.harness import wait_until
+from simulation.workspace import SimNode, SimulatedTree, workspace
+from stages.base.meter import Tally
 from stages.scan import ShardReader
-from tests.harness import wait_until
 
 pytestmark = pytest.mark.realproc
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
-from pipeline.meter import Tally
-from pipeline.schema import RawProcess
+from simulation.fakeproc import CAT_STAT, RING1, FakeProcfs, stat_line
+from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
+from stages.base.meter import Tally
+from stages.base.schema import RawProcess
+from stages.known import is_procfs
 from stages.procfs import exec_marks
 from stages.scan import ShardReader
-from tests.fakeproc import CAT_STAT, RING1, FakeProcfs, stat_line
 
 
 def earliest(n: int) -> bytes:
@@ -243,7 +244,6 @@ def test_exec_marks_of_malformed_lines_do_not_raise(line: bytes) -> None:
 
 
 def test_a_proc_root_that_is_not_procfs_is_told(tmp_path: Path) -> None:
-    from stages.known import is_procfs  # noqa: PLC0415
 
     assert is_procfs("/proc")
     assert not is_procfs(str(tmp_path))

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pipeline.config import BUNDLED_CONFIG_DIR
-from pipeline.schema import Level
+from simulation.elfbins import ElfBins
+from stages.base.schema import Level
 from stages.signatures import SignatureError, load_signatures
-from tests.elfbins import ElfBins
 from tests.sigfiles import one_signature, sig, write_config
 
 EACH_KIND = {

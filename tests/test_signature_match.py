@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pipeline.config import Config
-from pipeline.schema import Level
+from simulation.elfbins import ElfBins
+from stages.base.schema import Level
 from stages.signatures import load_signatures, read_executable
-from tests.elfbins import ElfBins
 from tests.sigfiles import one_signature, sig, write_config
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.schema import Kind, RawProcess, Workspace
-from stages.classify import SUPERVISOR_ARGV, classify, sandbox_workspace
-from stages.tree import build_index
+from stages.base.schema import Kind, RawProcess, Workspace
+from stages.classify import SUPERVISOR_ARGV, build_index, classify, sandbox_workspace
 
 RING1 = ["/proc/self/exe", "ring1"]
 ENV = {"GITPOD_WORKSPACE_ID": "ws", "GITPOD_INSTANCE_ID": "inst"}

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.schema import Level
+from stages.base.schema import Level
 from stages.signatures.model import (
     LEVELS,
     CommandlineRules,

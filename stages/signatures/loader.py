@@ -16,7 +16,7 @@ from typing import Any
 
 import yara_x
 
-from pipeline.schema import Level
+from stages.base.schema import Level
 from stages.signatures.agentsmith import parse_agent_smith
 from stages.signatures.exefile import Unjudgeable, open_regular, read_prefix
 from stages.signatures.model import (

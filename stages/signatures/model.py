@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pipeline.schema import Level
+from stages.base.schema import Level
 
 # Most severe first. agent-smith tries very, barely, audit and takes the first match, so a
 # barely match hides an audit one; here the most severe match always wins.

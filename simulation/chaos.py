@@ -1,10 +1,11 @@
 """The chaos run: the supervised pipeline on a changing population of workspace processes
 while random stages are SIGKILLed. Used by the suite (short) and ``bench/chaos.py`` (long).
 
-Verdicts are read where match makes them (its debug log: ``verdict PID/STARTTIME: …``) and
-rounds where they complete (the filter's debug log, with each round's start time), so "a
-process that lived two rounds" means two rounds that really completed while it existed — a
-round lost to a kill does not count.
+Verdicts and rounds are read from the tap: a verdict where match or enforce emits it, a round
+where the filter says it is through (its ``Filtered`` record, with the round's start time), so
+"a process that lived two rounds" means two rounds that really completed while it existed — a
+round lost to a kill does not count. The tap hub is the instrument, so it is the one process
+never killed here (its own restart is tested in test_pipeline.py).
 """
 
 from __future__ import annotations
@@ -12,19 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulation.fakeproc import FakeProcfs
+from simulation.harness import TAPHUB_LABEL, Pipeline, stat_of, tapping, wait_until
 from stages.procfs import process_state
-from tests.fakeproc import FakeProcfs
-from tests.harness import Pipeline, stat_of, wait_until
 
 INTERVAL = 0.2
-_VERDICT = re.compile(rb"verdict (\d+)/(\d+): ")
-_ROUND = re.compile(rb"round \d+ \(started ([\d.]+)\)")
 
 
 @dataclass
@@ -61,13 +59,26 @@ def _status(pid: int, key: str) -> int:
     return 0
 
 
+def _kill_one(pipe: Pipeline, rng: random.Random, report: ChaosReport) -> None:
+    """SIGKILL one stage process, chosen at random (the tap hub excepted), noting the peak
+    memory of each stage first."""
+    children = pipe.children()
+    for stage, pid in children.items():
+        name = stage.split("/")[0]
+        report.peak_rss_kb[name] = max(report.peak_rss_kb.get(name, 0), _status(pid, "VmHWM"))
+    label, victim = rng.choice(sorted(kv for kv in children.items() if kv[0] != TAPHUB_LABEL))
+    os.kill(victim, signal.SIGKILL)
+    report.kill_times.append((time.time(), label))
+    name = label.split("/")[0]
+    report.kills[name] = report.kills.get(name, 0) + 1
+
+
 def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> ChaosReport:
     rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
     fs = FakeProcfs(tmp / "proc", atomic=True)
     fs.add(1, 0, ["/sbin/init"])
     fs.workspace(10, 11)
     env = {
-        "PROCSMITH_LOG_LEVEL": "debug",
         "PROCSMITH_SCAN__INTERVAL": f"{int(INTERVAL * 1000)}ms",
         "PROCSMITH_FILTER__ACK_TIMEOUT": "1s",
         "PROCSMITH_FILTER__MAX_ATTEMPTS": "50",
@@ -76,7 +87,7 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
     }
     report = ChaosReport(seconds)
     lives: dict[int, Life] = {}
-    with Pipeline(fs.root, env) as pipe:
+    with Pipeline(fs.root, env) as pipe, tapping(pipe, "filter", "match", "enforce") as tap:
         pipe.wait_flowing()
         rss_start = _status(pipe.pid, "VmRSS")
         next_pid, next_kill = 1000, time.monotonic() + kill_every
@@ -91,15 +102,7 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
                 if life.died <= now and (fs.root / str(life.pid)).exists():
                     fs.remove(life.pid)
             if time.monotonic() >= next_kill:
-                label, victim = rng.choice(sorted(pipe.children().items()))
-                for stage, k in pipe.children().items():
-                    report.peak_rss_kb[stage.split("/")[0]] = max(
-                        report.peak_rss_kb.get(stage.split("/")[0], 0), _status(k, "VmHWM")
-                    )
-                os.kill(victim, signal.SIGKILL)
-                report.kill_times.append((time.time(), label))
-                name = label.split("/")[0]
-                report.kills[name] = report.kills.get(name, 0) + 1
+                _kill_one(pipe, rng, report)
                 # From this kill, not from the schedule: a loop slowed by load must not fire
                 # kills back to back. Two stages killed within one ack_timeout is a double
                 # fault the design does not cover (see the README's Reliability section).
@@ -110,7 +113,7 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
                 life.died = float("inf")
 
         def rounds() -> list[float]:
-            return [float(m[1]) for m in _ROUND.finditer(pipe.log.read_bytes())]
+            return [float(r["record"]["started"]) for r in tap.of("filter", "filtered")]
 
         def due() -> set[int]:
             starts = rounds()
@@ -121,7 +124,7 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
             }
 
         def missing() -> set[int]:
-            judged = {int(m[1]) for m in _VERDICT.finditer(pipe.log.read_bytes())}
+            judged = {*tap.judged("match"), *tap.judged("enforce")}
             return due() - judged
 
         with contextlib.suppress(AssertionError):  # what is missing is reported below
@@ -140,5 +143,6 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
         time.sleep(0.5)
         report.zombies = [k for k in pipe.children().values() if process_state(k) == "Z"]
         report.supervisor_rss_kb = (rss_start, _status(pipe.pid, "VmRSS"))
-        assert stat_of(pipe.pid) is not None
+        if stat_of(pipe.pid) is None:
+            raise AssertionError("the supervisor died during the chaos run")
     return report

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fakeproc import RING1, SUPERVISOR, FakeProcfs, env_bytes, stat_line
+from simulation.fakeproc import RING1, SUPERVISOR, FakeProcfs, env_bytes, stat_line
 
 WORKSPACE_IDS = {
     "GITPOD_OWNER_ID": "owner",

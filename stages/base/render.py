@@ -7,7 +7,15 @@ from typing import Any
 import msgspec
 import orjson
 
-from pipeline.schema import PROCESS_JSON_FIELDS, Finding, Judged, Process, Record, Workloads
+from stages.base.schema import (
+    PROCESS_JSON_FIELDS,
+    Filtered,
+    Finding,
+    Judged,
+    Process,
+    Record,
+    Workloads,
+)
 
 _LINE = orjson.OPT_APPEND_NEWLINE
 
@@ -39,6 +47,8 @@ def record_dict(record: Record) -> dict[str, Any]:
         return finding_dict(record)
     if isinstance(record, Judged):
         return {"process": process_dict(record.process), "outcome": record.outcome}
+    if isinstance(record, Filtered):
+        return msgspec.structs.asdict(record)
     if isinstance(record, Workloads):
         out = msgspec.structs.asdict(record)
         out["procs"] = [process_dict(p) for p in record.procs]

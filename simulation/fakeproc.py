@@ -8,6 +8,7 @@ own device and inode as the real ``exe`` link would.
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,7 +54,6 @@ def argv_bytes(argv: Sequence[str]) -> bytes:
 
 def reference_hash(pid: int, ppid: int, starttime: int) -> int:
     """Written out here independently of stages.classify, to check it."""
-    import struct  # noqa: PLC0415
 
     return xxhash.xxh64(struct.pack("<QQQ", pid, ppid, starttime)).intdigest()
 

@@ -44,7 +44,7 @@ class Sleepers:
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
-        assert self._helper.stdout is not None
+        assert self._helper.stdout is not None  # noqa: S101 - stdout=PIPE
         try:
             if self._helper.stdout.readline() != b"ready\n":
                 raise RuntimeError("the sleepers' helper did not start them")

@@ -1,4 +1,4 @@
-"""One process of a simulated process tree (see ``pipeline.simworkspace``). Stdlib only.
+"""One process of a simulated process tree (see ``simulation.workspace``). Stdlib only.
 
 Run as ``python <name>`` from a directory holding a copy of this file under ``<name>``, so the
 process's argv can be ``/proc/self/exe ring1`` or ``supervisor init``. It spawns the children

@@ -2,7 +2,7 @@
 
 A workspace is a process with argv ``/proc/self/exe ring1`` and GITPOD_ variables in its
 environment, whose child has argv ``supervisor init`` and runs the user's processes. Here each
-process that has children is a Python interpreter running ``pipeline/simproc.py`` under the
+process that has children is a Python interpreter running ``simulation/simproc.py`` under the
 name its argv needs; leaves are any program (``sleep``, a stand-in miner).
 """
 

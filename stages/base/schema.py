@@ -136,8 +136,21 @@ class Judged(msgspec.Struct, tag="judged", frozen=True):
     outcome: str
 
 
+class Filtered(msgspec.Struct, tag="filtered", frozen=True):
+    """What the filter made of one round (filter → the tap only: no stage takes it).
+
+    ``started`` is the round's start, as in ``Workloads``; ``handed_on`` counts the
+    processes offered to match this round (new ones and ones sent again).
+    """
+
+    round_id: int
+    started: float
+    workloads: int
+    handed_on: int
+
+
 # Everything a stage may receive or emit. New record types are added here, and only here.
-Record = ShardScan | Round | Workloads | Process | Finding | Judged
+Record = ShardScan | Round | Workloads | Process | Finding | Judged | Filtered
 
 # The fields of SPEC §3, in order: what the CLI and the tap print for a process.
 PROCESS_JSON_FIELDS = (

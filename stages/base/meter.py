@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pipeline.catalog import CATALOG
+from stages.base.catalog import CATALOG
 
 
 class Meter(Protocol):
@@ -23,7 +23,7 @@ def check_labels(name: str, labels: dict[str, str]) -> None:
     """Refuse a name missing from the catalog or labels other than those it declares."""
     spec = CATALOG.get(name)
     if spec is None:
-        raise KeyError(f"metric {name!r} is not in pipeline.catalog")
+        raise KeyError(f"metric {name!r} is not in stages.base.catalog")
     if tuple(sorted(labels)) != tuple(sorted(spec.labels)):
         raise KeyError(f"metric {name!r} takes labels {spec.labels}, got {tuple(labels)}")
 

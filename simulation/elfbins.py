@@ -1,4 +1,4 @@
-"""gcc-built ELF fixtures for the tests, from the stand-ins in ``pipeline.standin``:
+"""gcc-built ELF fixtures for the tests, from the stand-ins in ``simulation.standin``:
 the miner with its symbol table, the same stripped (``-s``: no .symtab; .rodata and .dynsym
 remain), and a clean program. ``build`` compiles them once per test session.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.standin import CLEAN_C, MINER_C, compile_c
+from simulation.standin import CLEAN_C, MINER_C, compile_c
 
 
 class ElfBins(NamedTuple):

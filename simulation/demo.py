@@ -23,10 +23,9 @@ from typing import Any
 
 import orjson
 
-from pipeline import exitcodes
-from pipeline.config import CONFIG_ENV
-from pipeline.simworkspace import SimNode, SimulatedTree, sleeper, workspace
-from pipeline.standin import MINER_C, CompilerMissing, compile_c
+from simulation.standin import MINER_C, CompilerMissing, compile_c
+from simulation.workspace import SimNode, SimulatedTree, sleeper, workspace
+from stages.base import exitcodes
 from stages.procfs import is_running
 
 TIMEOUT = 60.0
@@ -66,9 +65,9 @@ def run_demo(config_path: str | None = None) -> int:
             "PROCSMITH_ENFORCE__OUTPUT": f'["{findings}"]',
             "PROCSMITH_ENFORCE__PENALTIES__VERY": "kill-process",
         }
-        if config_path:
-            env[CONFIG_ENV] = config_path
         cmd = [sys.executable, "-m", "pipeline.cli", "run", "--metrics-addr", "127.0.0.1:0"]
+        if config_path:
+            cmd += ["--config", config_path]
         with (work / "pipeline.log").open("wb") as log:
             pipeline = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         _say(

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stages.procfs import list_pids, parse_stat, read_stat
+
+TAPHUB_LABEL = "taphub/0"  # how the tap hub process is named among the supervisor's children
 
 # Fast rounds for tests; every test can override any key.
 FAST = {
@@ -46,16 +47,6 @@ def wait_until(
         time.sleep(0.05)
     tail = "" if log is None or not log.exists() else log.read_text()[-3000:]
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{tail}")
-
-
-def without_file_capabilities() -> list[str]:
-    """A command prefix running a program as a root that file modes apply to: no
-    CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH. (The Python in use may be out of reach of any
-    other user, so changing user is no way to get a permission error.)"""
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv(1) to drop file capabilities")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
 _short_parent: list[Path] = []
@@ -115,10 +106,17 @@ class Pipeline:
         proc_root: Path | str,
         env: Mapping[str, str] | None = None,
         prefix: Sequence[str] = (),
+        *,
         run_dir: Path | None = None,
+        program: Sequence[str] = (),
+        cwd: Path | None = None,
     ) -> None:
         self.proc_root = str(proc_root)
-        self.prefix = list(prefix)  # e.g. without_file_capabilities()
+        self.prefix = list(prefix)  # e.g. tests.privileges.without_file_capabilities()
+        # How procsmith is run: this interpreter's `-m pipeline.cli` unless told otherwise
+        # (an installed `procsmith` script, say), from ``cwd``.
+        self.program = list(program) or procsmith()
+        self.cwd = cwd
         self.run_dir = run_dir or short_run_dir()  # procsmith creates it if it is missing
         files = short_run_dir()
         self.log = files / "log"
@@ -137,11 +135,11 @@ class Pipeline:
             self.proc = subprocess.Popen(
                 [
                     *self.prefix,
-                    *procsmith(
-                        "run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"
-                    ),
+                    *self.program,
+                    *("run", "--proc-root", self.proc_root, "--metrics-addr", "127.0.0.1:0"),
                 ],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=out,
                 stderr=err,
             )
@@ -163,7 +161,7 @@ class Pipeline:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
+        assert self.proc is not None  # noqa: S101 - started by start()
         return self.proc.pid
 
     def url(self, path: str) -> str:
@@ -199,7 +197,7 @@ class Pipeline:
         return pid
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
+        assert self.proc is not None  # noqa: S101 - started by start()
         self.children()
         self.proc.send_signal(signum)
         code = self.proc.wait(30)
@@ -213,9 +211,11 @@ class Pipeline:
             return
         code = self.stop()
         if exc[0] is None:
-            assert code == 0, self.log.read_text()[-3000:]
+            if code != 0:
+                raise AssertionError(f"exit code {code}: {self.log.read_text()[-3000:]}")
             left = [p for p in self.child_pids if stat_of(p) is not None]
-            assert not left, f"children left behind: {left}"
+            if left:
+                raise AssertionError(f"children left behind: {left}")
 
 
 class Tap:
@@ -227,7 +227,7 @@ class Tap:
         self.proc = subprocess.Popen(
             procsmith("tap", *stages), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None  # noqa: S101 - stdout=PIPE
         self._thread = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self._thread.start()
 
@@ -242,11 +242,11 @@ class Tap:
         with self._lock:
             return [r for r in self.records if r["stage"] == stage and kind in (None, r["type"])]
 
-    def judged(self) -> dict[int, dict[str, Any]]:
-        """pid → process record, of every process match has judged."""
+    def judged(self, stage: str = "match") -> dict[int, dict[str, Any]]:
+        """pid → process record, of every process ``stage`` has acknowledged (match a clean
+        one, enforce one with a finding)."""
         return {
-            r["record"]["process"]["pid"]: r["record"]["process"]
-            for r in self.of("match", "judged")
+            r["record"]["process"]["pid"]: r["record"]["process"] for r in self.of(stage, "judged")
         }
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from pipeline.schema import Record
+from stages.base.schema import Record
 
 
 class Stage:

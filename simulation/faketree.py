@@ -1,10 +1,10 @@
-"""Fake procfs trees of a node's size, written to disk with ``tests.fakeproc``."""
+"""Fake procfs trees of a node's size, written to disk with ``simulation.fakeproc``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fakeproc import FakeProcfs
+from simulation.fakeproc import FakeProcfs
 
 WORKSPACE_SIZE = 200  # processes per workspace: ring1, supervisor and 198 user processes
 

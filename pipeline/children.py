@@ -1,0 +1,22 @@
+"""What the supervisor knows of each stage process it runs (read by health and metrics)."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Child:
+    name: str
+    index: int
+    count: int
+    pid: int | None = None
+    started: float = 0.0
+    due: float = 0.0  # when to start it (again)
+    restarts: int = 0
+    crashes: collections.deque[float] = field(default_factory=collections.deque)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.index}"
