@@ -18,7 +18,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from pipeline.catalog import CATALOG
+from stages.base.catalog import CATALOG
 from pipeline.config import load_config
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -295,7 +295,7 @@ def test_dashboard_uses_only_catalog_metrics_and_covers_the_issue() -> None:
             exprs.append(found[1])
     used = {name for expr in exprs for name in metric_names(expr)}
     unknown = sorted(name for name in used if catalog_name(name) is None)
-    assert unknown == [], f"not in pipeline/catalog.py: {unknown}"
+    assert unknown == [], f"not in stages/base/catalog.py: {unknown}"
     covered = {catalog_name(name) for name in used}
     for required in (
         "procsmith_rounds_total",
