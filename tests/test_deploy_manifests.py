@@ -18,8 +18,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from stages.base.catalog import CATALOG
 from pipeline.config import load_config
+from stages.base.catalog import CATALOG
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 BASE = DEPLOY / "kubernetes"
