@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.config import Config, ConfigError
 from pipeline.wiring import STAGE_NAMES
-from stages import classify, enforce, filter, match, scan, tree
+from stages import classify, enforce, filter, match, podlist, providers, scan, tree
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.signatures import SignatureSet
@@ -25,7 +25,30 @@ def scan_reader(
         shards=shards,
         cmdline_max_bytes=config.scan.cmdline_max_bytes,
         environ_max_bytes=config.scan.environ_max_bytes,
+        read_cgroup="cgroup" in config.workspaces.providers,
     )
+
+
+def workspace_providers(config: Config, meter: Meter) -> providers.Providers:
+    """classify's providers, their selectors and the pod list (when a URL is configured)."""
+    w = config.workspaces
+    pods = None
+    if w.pod_list_url:
+        pods = podlist.PodDirectory(
+            w.pod_list_url,
+            meter,
+            refresh=w.pod_list_refresh,
+            timeout=w.pod_list_timeout,
+            token_file=w.pod_list_token_file,
+            ca_file=w.pod_list_ca_file,
+        )
+    selectors = providers.CgroupSelectors(
+        cgroup_patterns=tuple(w.cgroup_patterns),
+        units=tuple(w.units),
+        namespaces=tuple(w.namespaces),
+        pod_labels=tuple(sorted(w.pod_labels.items())),
+    )
+    return providers.Providers(w.providers, selectors, meter, pods=pods)
 
 
 def matcher(config: Config, meter: Meter, signatures: SignatureSet) -> match.Matcher:
@@ -54,6 +77,7 @@ def enforcer(config: Config, meter: Meter) -> enforce.Enforcer:
             },
             exec_command=e.exec_command,
             exec_timeout=e.exec_timeout,
+            cgroup_root=config.workspaces.cgroup_root,
         )
     except enforce.OutputUnavailable as err:
         raise ConfigError(f"enforce.output: {err}") from None
@@ -76,7 +100,7 @@ def build_stage(
     if name == "tree":
         return tree.TreeStage(config.scan.shards, config.tree.grace, meter)
     if name == "classify":
-        return classify.ClassifyStage(meter)
+        return classify.ClassifyStage(meter, workspace_providers(config, meter))
     if name == "filter":
         return filter.FilterStage(
             filter.SeenFilter(config.filter.lru_size, meter),

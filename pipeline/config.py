@@ -195,6 +195,44 @@ class EnforceConfig(_Section, frozen=True):
             raise ValueError("enforce.output names the same output twice")
 
 
+class WorkspacesConfig(_Section, frozen=True):
+    """Which rules find workspaces (SPEC §1, "Workspace providers"), in order: ``gitpod`` (the
+    tree), ``cgroup`` (containers, Kubernetes pods and systemd units, by /proc/<pid>/cgroup).
+    The selectors choose which cgroups are workspaces; they need the cgroup provider, and
+    ``namespaces``/``pod_labels`` need the pod list (``pod_list_url``)."""
+
+    providers: list[Literal["gitpod", "cgroup"]] = msgspec.field(default_factory=lambda: ["gitpod"])
+    cgroup_patterns: list[str] = msgspec.field(default_factory=list)
+    units: list[str] = msgspec.field(default_factory=list)
+    namespaces: list[str] = msgspec.field(default_factory=list)
+    pod_labels: dict[str, str] = msgspec.field(default_factory=dict)
+    pod_list_url: str = ""
+    pod_list_token_file: str = ""
+    pod_list_ca_file: str = ""
+    pod_list_refresh: Duration = Duration(30.0)
+    pod_list_timeout: Duration = Duration(2.0)
+    cgroup_root: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.providers or len(set(self.providers)) != len(self.providers):
+            raise ValueError("workspaces.providers must name each provider once, at least one")
+        selectors = ("cgroup_patterns", "units", "namespaces", "pod_labels", "pod_list_url")
+        given = [name for name in selectors if getattr(self, name)]
+        if given and "cgroup" not in self.providers:
+            raise ValueError(f"workspaces.{given[0]} needs the cgroup provider in providers")
+        if (self.namespaces or self.pod_labels) and not self.pod_list_url:
+            key = "namespaces" if self.namespaces else "pod_labels"
+            raise ValueError(f"workspaces.{key} needs workspaces.pod_list_url (the pod list)")
+        if self.pod_list_url and not re.fullmatch(r"https?://[^/?#\s]+[^\s]*", self.pod_list_url):
+            raise ValueError("workspaces.pod_list_url must be an http:// or https:// URL")
+        if not 0.1 <= self.pod_list_timeout <= 60:
+            raise ValueError("workspaces.pod_list_timeout must be between 100ms and 60s")
+        if self.pod_list_refresh < 1:
+            raise ValueError("workspaces.pod_list_refresh must be at least 1s")
+        if self.cgroup_root and not self.cgroup_root.startswith("/"):
+            raise ValueError("workspaces.cgroup_root must be an absolute path")
+
+
 class Config(_Section, frozen=True):
     proc_root: str = "/proc"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -205,6 +243,7 @@ class Config(_Section, frozen=True):
     enforce: EnforceConfig = msgspec.field(default_factory=EnforceConfig)
     transport: TransportConfig = msgspec.field(default_factory=TransportConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    workspaces: WorkspacesConfig = msgspec.field(default_factory=WorkspacesConfig)
 
 
 class ConfigError(Exception):

@@ -9,7 +9,7 @@ on (D7), so it is not returned again unless it execs (D8).
 
 from __future__ import annotations
 
-from pipeline.builders import scan_reader
+from pipeline.builders import scan_reader, workspace_providers
 from pipeline.config import Config
 from stages.base.meter import Meter, Tally
 from stages.base.schema import Process
@@ -23,12 +23,15 @@ class LocalDetector:
         self.meter = meter if meter is not None else Tally()
         self.reader = scan_reader(config, self.meter)
         self.filter = SeenFilter(config.filter.lru_size, self.meter)
+        self.providers = workspace_providers(config, self.meter)
         self.rounds = 0
 
     def round(self) -> list[Process]:
         self.rounds += 1
         scan = self.reader.read(self.rounds)
-        workloads = classify_round(merge(self.rounds, [scan], expected=1), self.meter)
+        workloads = classify_round(
+            merge(self.rounds, [scan], expected=1), self.meter, self.providers
+        )
         new = self.filter.unseen(workloads.procs)
         for proc in new:
             self.filter.mark_seen(proc)

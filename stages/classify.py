@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import xxhash
 
@@ -145,11 +145,19 @@ def user_workloads(
     return out
 
 
-def classify_round(rnd: Round, meter: Meter) -> Workloads:
-    """Index a round, classify it and keep its user workloads; sets the detector's gauges."""
+class FindWorkspaces(Protocol):
+    """The active workspace providers (``stages.providers.Providers``): the kind and
+    workspace of every process inside one, by each provider in turn."""
+
+    def find(self, index: dict[int, Node], procs: Sequence[RawProcess]) -> Classification: ...
+
+
+def classify_round(rnd: Round, meter: Meter, providers: FindWorkspaces | None = None) -> Workloads:
+    """Index a round, classify it and keep its user workloads; sets the detector's gauges.
+    Without ``providers``, the Gitpod tree rule alone."""
     index = build_index(rnd.procs)
     meter.set(INDEX_SIZE, len(index))
-    classification = classify(index)
+    classification = classify(index) if providers is None else providers.find(index, rnd.procs)
     meter.set(WORKSPACE_COUNT, classification.workspaces)
     return Workloads(
         round_id=rnd.round_id,
@@ -162,9 +170,10 @@ def classify_round(rnd: Round, meter: Meter) -> Workloads:
 class ClassifyStage(Stage):
     accepts = (Round,)
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, providers: FindWorkspaces | None = None) -> None:
         self.meter = meter
+        self.providers = providers
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Round)  # noqa: S101 - the runner checks `accepts`
-        return [classify_round(record, self.meter)]
+        return [classify_round(record, self.meter, self.providers)]

@@ -6,7 +6,8 @@
 
 Penalties per level, from config: ``log`` (only write it: the default, so nothing is killed
 unless configured), ``kill-process`` (SIGKILL the process), ``kill-workspace`` (SIGKILL the
-workspace's supervisor), ``exec`` (run ``exec_command``, the finding's JSON on its stdin).
+workspace's supervisor; for a cgroup workspace every process of the container, see
+``stages.cgroupkill``), ``exec`` (run ``exec_command``, the finding's JSON on its stdin).
 A kill is sent through a pidfd once the target is confirmed (see ``stages.penalty``).
 """
 
@@ -21,6 +22,7 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.render import finding_line
 from stages.base.schema import Finding, Judged, Record
+from stages.cgroupkill import kill_container, mount_map
 from stages.penalty import (
     Action,
     PenaltyFailed,
@@ -55,12 +57,15 @@ class Enforcer:
         exec_command: Sequence[str] = (),
         exec_timeout: float = 10.0,
         stdout: BinaryIO | None = None,
+        cgroup_root: str = "",
     ) -> None:
         self.meter = meter
         self.proc_root = proc_root
         self.penalties = dict(penalties or {})
         self.exec_command = list(exec_command)
         self.exec_timeout = exec_timeout
+        self.cgroup_root = cgroup_root
+        self._mounts: dict[str, str] | None = None  # read at the first cgroup kill
         if "exec" in self.penalties.values() and not self.exec_command:
             raise ValueError("the exec penalty needs a command")
         self.outputs: list[BinaryIO] = []
@@ -98,10 +103,7 @@ class Enforcer:
                 proc = finding.process
                 kill_confirmed(self.proc_root, proc.pid, same_starttime(proc.starttime))
             elif action == "kill-workspace":
-                if finding.process.workspace is None:
-                    raise PenaltyFailed("no_workspace")
-                supervisor = finding.process.workspace.pid
-                kill_confirmed(self.proc_root, supervisor, started_by(finding.process.starttime))
+                self._kill_workspace(finding)
             elif action == "exec":
                 run_command(self.exec_command, line, self.exec_timeout)
             else:
@@ -111,6 +113,17 @@ class Enforcer:
             self.meter.inc(ENFORCE_PENALTY_FAILURES, action=action, reason=err.reason)
             return
         self.meter.inc(ENFORCE_PENALTIES, action=action, result="ok")
+
+    def _kill_workspace(self, finding: Finding) -> None:
+        proc, ws = finding.process, finding.process.workspace
+        if ws is None:
+            raise PenaltyFailed("no_workspace")
+        if ws.provider == "cgroup":
+            if self._mounts is None:
+                self._mounts = mount_map(self.proc_root, self.cgroup_root)
+            kill_container(self.proc_root, self._mounts, proc.pid, proc.starttime, ws)
+        else:
+            kill_confirmed(self.proc_root, ws.pid, started_by(proc.starttime))
 
     def close(self) -> None:
         for f in self._owned:

@@ -26,6 +26,8 @@ REASONS = (
     "reused",  # the pid names another process now
     "unconfirmed",  # its stat could not be read or parsed
     "no_workspace",  # kill-workspace for a process outside any workspace
+    "no_container",  # kill-workspace: a cgroup workspace whose container cgroup is not found
+    "left_workspace",  # kill-workspace: the process's cgroup no longer names the container
     "unsafe_pid",  # pid 1, ourselves or our parent
     "denied",  # not allowed to signal it
     "timeout",  # exec: the command ran past exec_timeout

@@ -16,6 +16,7 @@ from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
+from stages.cgroupread import bounded_path, read_ref
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
 from stages.procfs import (
     OPEN_FLAGS,
@@ -61,6 +62,12 @@ class ShardReader:
     show (bench/README.md, "The steady state"): a process that turned off address
     randomisation and execs a program of identical layout, name and argument sizes keeps its
     old record until then. ``recheck_every=1`` reads everything every round.
+
+    With ``read_cgroup`` (the cgroup workspace provider is on), each full read also reads
+    ``/proc/<pid>/cgroup`` and keeps the path that attributes the process: a process new to
+    the scan, one that exec'd (``runc exec``/``kubectl exec`` join the container's cgroup
+    before they exec) and the periodic re-read. The unchanged-stat fast path reads nothing
+    more, so steady rounds cost what they cost without it.
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class ShardReader:
         recheck_every: int = RECHECK_EVERY,
         keep_open: int = KEEP_OPEN,
         entropy: Callable[[int], bytes] = os.urandom,
+        read_cgroup: bool = False,
     ) -> None:
         self.proc_root = os.path.abspath(proc_root)
         self.meter = meter
@@ -82,6 +90,7 @@ class ShardReader:
         self.shards = shards
         self.cmdline_max_bytes = cmdline_max_bytes
         self.environ_max_bytes = environ_max_bytes
+        self.read_cgroup = read_cgroup
         self.set_recheck(recheck_every)
         self._entropy = entropy
         self._jitter: Iterator[int] = iter(())
@@ -278,7 +287,10 @@ class ShardReader:
         exe_dev, exe_ino = exe_identity(base)
         ring1 = is_ring1(cmdline)
         env = self._gitpod_env(base) if ring1 else None
-        proc = RawProcess(pid, stat.ppid, stat.starttime, stat.comm, cmdline, exe_dev, exe_ino, env)
+        cgroup = self._cgroup(base) if self.read_cgroup else ""
+        proc = RawProcess(
+            pid, stat.ppid, stat.starttime, stat.comm, cmdline, exe_dev, exe_ino, env, cgroup
+        )
         # ring1 candidates are due at once: their environment decides what a workspace is.
         phase = 1 + next(self._jitter, 0) % self._period
         self._known[pid] = Known(fd, data, proc, 0 if ring1 else self._reads + phase, cut)
@@ -302,9 +314,15 @@ class ShardReader:
         entry.cut = cut
         exe_dev, exe_ino = exe_identity(base)
         proc = entry.proc
-        if (cmdline, exe_dev, exe_ino) != (proc.cmdline, proc.exe_dev, proc.exe_ino):
+        cgroup = self._cgroup(base) if self.read_cgroup else ""
+        if (cmdline, exe_dev, exe_ino, cgroup) != (
+            proc.cmdline,
+            proc.exe_dev,
+            proc.exe_ino,
+            proc.cgroup,
+        ):
             proc = entry.proc = msgspec.structs.replace(
-                proc, cmdline=cmdline, exe_dev=exe_dev, exe_ino=exe_ino
+                proc, cmdline=cmdline, exe_dev=exe_dev, exe_ino=exe_ino, cgroup=cgroup
             )
         entry.due = self._reads + self._period
         return proc
@@ -318,6 +336,18 @@ class ShardReader:
         """Forget the processes not read this round (their memory and descriptors)."""
         for pid in [p for p in self._known if p not in present]:
             self._forget(pid)
+
+    def _cgroup(self, base: str) -> str:
+        """The cgroup path that attributes the process (``stages.cgroup``); ``""`` when it
+        cannot be read (gone, or a fake tree without the file)."""
+        try:
+            ref, cut = self._retry(read_ref, base)
+        except OSError:
+            return ""
+        path, cut_path = bounded_path(ref.cgroup_path)
+        if cut or cut_path:
+            self._truncated["cgroup"] += 1
+        return path
 
     def _gitpod_env(self, base: str) -> dict[str, str] | None:
         try:

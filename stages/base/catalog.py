@@ -140,3 +140,30 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(ENFORCE_WRITE_ERRORS, "counter", "findings that could not be written out"),
     )
 }
+
+# Issue 14: workspace providers beyond Gitpod (stages/providers.py, stages/podlist.py)
+POD_LIST_FETCHES = "procsmith_pod_list_fetches_total"
+WORKSPACES_BY_PROVIDER = "procsmith_workspaces"
+PODS_UNRESOLVED = "procsmith_workspace_pods_unresolved"
+CATALOG.update(
+    (spec.name, spec)
+    for spec in (
+        MetricSpec(
+            POD_LIST_FETCHES,
+            "counter",
+            "fetches of the node's pod list (workspaces.pod_list_url), by result",
+            ("result",),
+        ),
+        MetricSpec(
+            WORKSPACES_BY_PROVIDER,
+            "gauge",
+            "workspaces found in the last round, by the provider that found them",
+            ("provider",),
+        ),
+        MetricSpec(
+            PODS_UNRESOLVED,
+            "gauge",
+            "pods attributed by UID alone in the last round: not in the pod list (or no list)",
+        ),
+    )
+)

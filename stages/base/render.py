@@ -15,16 +15,30 @@ from stages.base.schema import (
     Process,
     Record,
     Workloads,
+    Workspace,
 )
 
 _LINE = orjson.OPT_APPEND_NEWLINE
+# The workspace fields of SPEC §3, always printed; the others only when they say something.
+_WORKSPACE_SPEC_FIELDS = frozenset({"owner_id", "workspace_id", "instance_id", "git_url", "pid"})
+_WORKSPACE_DEFAULTS = {"provider": "gitpod"}
+
+
+def workspace_dict(ws: Workspace) -> dict[str, Any]:
+    """A workspace as SPEC §3 prints it. A Gitpod workspace keeps the SPEC's (and the
+    reference's) five fields; a cgroup workspace adds its provider, container and pod."""
+    return {
+        name: value
+        for name, value in msgspec.structs.asdict(ws).items()
+        if name in _WORKSPACE_SPEC_FIELDS or value != _WORKSPACE_DEFAULTS.get(name, "")
+    }
 
 
 def process_dict(proc: Process) -> dict[str, Any]:
     """The SPEC §3 fields of a process record, in the SPEC's order."""
     out = {name: getattr(proc, name) for name in PROCESS_JSON_FIELDS}
     if proc.workspace is not None:
-        out["workspace"] = msgspec.structs.asdict(proc.workspace)
+        out["workspace"] = workspace_dict(proc.workspace)
     return out
 
 

@@ -32,13 +32,23 @@ class Level(enum.StrEnum):
 
 
 class Workspace(msgspec.Struct, frozen=True):
-    """A workspace found in the tree; ``pid`` is its supervisor's."""
+    """A workspace found in the tree; ``pid`` is its supervisor's.
+
+    ``provider`` names the rule that found it (``gitpod``: the tree; ``cgroup``: the
+    process's cgroup, where ``pid`` is the earliest-started process of its container and
+    ``container_id``/``pod_*`` say which container and Kubernetes pod it is).
+    """
 
     owner_id: str
     workspace_id: str
     instance_id: str
     git_url: str
     pid: int
+    provider: str = "gitpod"
+    container_id: str = ""
+    pod_uid: str = ""
+    pod_namespace: str = ""
+    pod_name: str = ""
 
 
 class RawProcess(msgspec.Struct, array_like=True, frozen=True):
@@ -48,6 +58,8 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     not be read, which is different from an empty environment.
     ``exe_dev``/``exe_ino`` identify the executable (D8); 0 when ``exe`` cannot be resolved
     (kernel threads, zombies).
+    ``cgroup`` is the cgroup path that attributes the process (``stages.cgroup``), read only
+    when the cgroup provider is on; ``""`` when not read or unreadable.
     """
 
     pid: int
@@ -58,6 +70,7 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     exe_dev: int = 0
     exe_ino: int = 0
     gitpod_env: dict[str, str] | None = None
+    cgroup: str = ""
 
 
 class ShardScan(msgspec.Struct, tag="shard", frozen=True):
