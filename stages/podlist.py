@@ -29,7 +29,7 @@ TOKEN_MAX_BYTES = 64 * 1024
 MISS_RETRY = 5.0  # seconds between fetches made because a UID was not in the list
 _LABELS_MAX = 256  # per pod; more are ignored
 _TEXT_MAX = 1024  # characters of a name, namespace, label key or value kept
-_CONFIG_HASH = "kubernetes.io/config.hash"
+CONFIG_HASH = "kubernetes.io/config.hash"
 
 
 class PodMeta(NamedTuple):
@@ -81,7 +81,7 @@ def parse_pod_list(data: bytes) -> dict[str, PodMeta]:
         # has a UID of its own and the hash in this annotation.
         annotations = meta.get("annotations")
         if isinstance(annotations, dict):
-            config_hash = _text(annotations.get(_CONFIG_HASH))
+            config_hash = _text(annotations.get(CONFIG_HASH))
             if config_hash:
                 pods.setdefault(config_hash.lower(), pod)
     return pods

@@ -25,17 +25,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from stages.base.catalog import PODS_UNRESOLVED, WORKSPACES_BY_PROVIDER
 from stages.base.meter import Meter
 from stages.base.schema import Kind, RawProcess, Workspace
 from stages.cgroup import ContainerRef, cgroup_matches, ref_from_path, unit_names
 from stages.classify import Classification, Node, classify
-from stages.podlist import PodDirectory, PodMeta
+from stages.podlist import PodMeta
 
 PROVIDERS = ("gitpod", "cgroup")
 _REF_CACHE_MAX = 8192  # distinct cgroup paths remembered (a node has one per container)
+
+
+class PodSource(Protocol):
+    """Pod metadata by UID (``stages.podlist.PodDirectory``), fetched again when due."""
+
+    def pods(self, wanted: set[str] | None = None) -> Mapping[str, PodMeta]: ...
 
 
 class CgroupSelectors(NamedTuple):
@@ -202,7 +208,7 @@ class Providers:
         selectors: CgroupSelectors,
         meter: Meter,
         *,
-        pods: PodDirectory | None = None,
+        pods: PodSource | None = None,
     ) -> None:
         unknown = [n for n in names if n not in PROVIDERS]
         if unknown or not names:
