@@ -53,6 +53,13 @@ class Sleepers:
             raise
         return self
 
+    @property
+    def helper_pid(self) -> int:
+        """The helper's pid: the parent of every sleep it started (until it ends)."""
+        if self._helper is None:
+            raise RuntimeError("the sleepers are not started")
+        return self._helper.pid
+
     def _end(self) -> None:
         helper = self._helper
         if helper is None:

@@ -23,7 +23,7 @@ container) as a process of that workspace is attributed to that Gitpod workspace
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import NamedTuple, Protocol
 
@@ -124,45 +124,50 @@ def _group(
 
 def cgroup_workspaces(
     procs: Iterable[RawProcess],
-    outside: set[int],
+    taken: Container[int],
     selectors: CgroupSelectors,
     *,
     pods: Mapping[str, PodMeta] | None = None,
     refs: RefCache | None = None,
     joined: Mapping[str, Workspace] | None = None,
 ) -> CgroupResult:
-    """The cgroup provider: the workspace of each process in ``outside`` its cgroup names.
+    """The cgroup provider: the workspace of each process not ``taken`` (by the providers
+    before it) that its cgroup names.
 
     ``joined`` maps a pod UID or container id to a workspace another provider found there
     (a process there joins it). Everything in a cgroup workspace is a ``user_workload``: no
     process of it is exempt by name (D6's reasoning). Its ``pid`` is the earliest-started
-    process (starttime, then pid) of its container, or of its unit.
+    process (starttime, then pid) of its container, or of its unit. Each distinct path is
+    decided once a round (a node has one per container, processes many).
     """
     refs = refs if refs is not None else RefCache()
     joined = joined or {}
+    decided: dict[str, _Group | Workspace | None] = {}
     members: dict[tuple[str, str, str], list[RawProcess]] = {}
     firsts: dict[tuple[str, str, str], ContainerRef] = {}
     inside: dict[int, tuple[Kind, Workspace]] = {}
     unresolved: set[str] = set()
     for proc in procs:
-        if proc.pid not in outside or not proc.cgroup:
+        path = proc.cgroup
+        if not path or proc.pid in taken:
             continue
-        ref = refs(proc.cgroup)
-        other = joined.get(ref.pod_uid) or joined.get(ref.container_id)
-        if other is not None and (ref.pod_uid or ref.container_id):
-            inside[proc.pid] = (Kind.USER_WORKLOAD, other)
+        if path in decided:
+            decision = decided[path]
+        else:
+            decision = decided[path] = _decide(refs(path), selectors, pods, joined, unresolved)
+        if decision is None:
             continue
-        group, missing = _group(ref, selectors, pods)
+        if isinstance(decision, Workspace):
+            inside[proc.pid] = (Kind.USER_WORKLOAD, decision)
+            continue
+        group = members.get(decision.key)
         if group is None:
-            continue
-        if missing:
-            unresolved.add(ref.pod_uid)
-        members.setdefault(group.key, []).append(proc)
-        firsts.setdefault(group.key, group.ref)
+            group = members[decision.key] = []
+            firsts[decision.key] = decision.ref
+        group.append(proc)
     workspaces: set[str] = set()
     for key, group_procs in members.items():
         pod_uid, container_id, unit = key
-        ref = firsts[key]
         meta = pods.get(pod_uid) if pods is not None and pod_uid else None
         first = min(group_procs, key=lambda p: (p.starttime, p.pid))
         ws = Workspace(
@@ -177,10 +182,31 @@ def cgroup_workspaces(
             pod_namespace=meta.namespace if meta else "",
             pod_name=meta.name if meta else "",
         )
-        workspaces.add(ws.workspace_id if ref.pod_uid else "/".join(key))
+        workspaces.add(pod_uid if firsts[key].pod_uid else "/".join(key))
+        entry = (Kind.USER_WORKLOAD, ws)
         for proc in group_procs:
-            inside[proc.pid] = (Kind.USER_WORKLOAD, ws)
+            inside[proc.pid] = entry
     return CgroupResult(inside, len(workspaces), len(unresolved))
+
+
+def _decide(
+    ref: ContainerRef,
+    selectors: CgroupSelectors,
+    pods: Mapping[str, PodMeta] | None,
+    joined: Mapping[str, Workspace],
+    unresolved: set[str],
+) -> _Group | Workspace | None:
+    """What a cgroup path means this round: another provider's workspace to join, a group of
+    this provider's, or nothing."""
+    other = (ref.pod_uid and joined.get(ref.pod_uid)) or (
+        ref.container_id and joined.get(ref.container_id)
+    )
+    if other:
+        return other
+    group, missing = _group(ref, selectors, pods)
+    if group is not None and missing:
+        unresolved.add(ref.pod_uid)
+    return group
 
 
 def _joinable(
@@ -236,7 +262,6 @@ class Providers:
     def _cgroup(
         self, procs: Sequence[RawProcess], inside: dict[int, tuple[Kind, Workspace]]
     ) -> int:
-        outside = {p.pid for p in procs if p.pid not in inside}
         pods = None
         if self.pods is not None:
             wanted = {
@@ -245,7 +270,7 @@ class Providers:
             pods = self.pods.pods(wanted)
         joined = _joinable(procs, inside, self.refs) if inside else {}
         result = cgroup_workspaces(
-            procs, outside, self.selectors, pods=pods, refs=self.refs, joined=joined
+            procs, inside, self.selectors, pods=pods, refs=self.refs, joined=joined
         )
         inside.update(result.inside)
         self.meter.set(PODS_UNRESOLVED, result.unresolved)

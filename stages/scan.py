@@ -16,7 +16,7 @@ from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
-from stages.cgroupread import bounded_path, read_ref
+from stages.cgroupread import CgroupPaths
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
 from stages.procfs import (
     OPEN_FLAGS,
@@ -63,11 +63,13 @@ class ShardReader:
     randomisation and execs a program of identical layout, name and argument sizes keeps its
     old record until then. ``recheck_every=1`` reads everything every round.
 
-    With ``read_cgroup`` (the cgroup workspace provider is on), each full read also reads
-    ``/proc/<pid>/cgroup`` and keeps the path that attributes the process: a process new to
-    the scan, one that exec'd (``runc exec``/``kubectl exec`` join the container's cgroup
-    before they exec) and the periodic re-read. The unchanged-stat fast path reads nothing
-    more, so steady rounds cost what they cost without it.
+    With ``read_cgroup`` (the cgroup workspace provider is on), ``/proc/<pid>/cgroup`` is read
+    for a process new to the scan and for one whose stat line shows an exec, and the path that
+    attributes it is kept: ``runc exec`` (under ``kubectl exec``, ``docker exec``) joins the
+    container's cgroup before it execs, and a fork inherits its parent's cgroup. Neither the
+    fast path nor the periodic re-read reads it, so steady rounds cost what they cost without
+    it. A process moved to another cgroup without an exec keeps its old path; moving a
+    process takes write access to both cgroups, which a container's user does not have.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class ShardReader:
         self.cmdline_max_bytes = cmdline_max_bytes
         self.environ_max_bytes = environ_max_bytes
         self.read_cgroup = read_cgroup
+        self._cgroups = CgroupPaths()
         self.set_recheck(recheck_every)
         self._entropy = entropy
         self._jitter: Iterator[int] = iter(())
@@ -314,15 +317,9 @@ class ShardReader:
         entry.cut = cut
         exe_dev, exe_ino = exe_identity(base)
         proc = entry.proc
-        cgroup = self._cgroup(base) if self.read_cgroup else ""
-        if (cmdline, exe_dev, exe_ino, cgroup) != (
-            proc.cmdline,
-            proc.exe_dev,
-            proc.exe_ino,
-            proc.cgroup,
-        ):
+        if (cmdline, exe_dev, exe_ino) != (proc.cmdline, proc.exe_dev, proc.exe_ino):
             proc = entry.proc = msgspec.structs.replace(
-                proc, cmdline=cmdline, exe_dev=exe_dev, exe_ino=exe_ino, cgroup=cgroup
+                proc, cmdline=cmdline, exe_dev=exe_dev, exe_ino=exe_ino
             )
         entry.due = self._reads + self._period
         return proc
@@ -341,11 +338,10 @@ class ShardReader:
         """The cgroup path that attributes the process (``stages.cgroup``); ``""`` when it
         cannot be read (gone, or a fake tree without the file)."""
         try:
-            ref, cut = self._retry(read_ref, base)
+            path, cut = self._retry(self._cgroups.read, base)
         except OSError:
             return ""
-        path, cut_path = bounded_path(ref.cgroup_path)
-        if cut or cut_path:
+        if cut:
             self._truncated["cgroup"] += 1
         return path
 

@@ -308,3 +308,59 @@ def test_dashboard_uses_only_catalog_metrics_and_covers_the_issue() -> None:
         "gitpod_agent_smith_procfs_detector_index_size",
     ):
         assert required in covered, required
+
+
+# ---- the workspace providers: the ConfigMap and the API-server lookup component
+
+
+def _patched_daemonset() -> Doc:
+    """The base DaemonSet with the component's patch merged the way kustomize's strategic
+    merge does for these fields: scalars replaced, containers and env merged by name."""
+    daemonset = _one("DaemonSet")
+    (patch,) = _docs(COMPONENT / "token.yaml")
+    pod, patch_pod = daemonset["spec"]["template"]["spec"], patch["spec"]["template"]["spec"]
+    for key, value in patch_pod.items():
+        if key != "containers":
+            pod[key] = value
+    containers = {c["name"]: c for c in pod["containers"]}
+    for patch_container in patch_pod["containers"]:
+        env = {e["name"]: e for e in containers[patch_container["name"]]["env"]}
+        env.update({e["name"]: e for e in patch_container["env"]})
+        containers[patch_container["name"]]["env"] = list(env.values())
+    return daemonset
+
+
+def test_configmap_turns_the_cgroup_provider_on(tmp_path: Path) -> None:
+    path = tmp_path / "procsmith.toml"
+    path.write_text(_one("ConfigMap")["data"]["procsmith.toml"])
+    workspaces = load_config(path).workspaces
+    assert workspaces.providers == ["gitpod", "cgroup"]
+    mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}
+    assert workspaces.cgroup_root in mounts  # the host's cgroup tree, mounted there
+    pod = _one("DaemonSet")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts[workspaces.cgroup_root]["name"]]["hostPath"]["path"] == "/sys/fs/cgroup"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_apiserver_lookup_component_gives_a_valid_daemonset_and_config(
+    tmp_path: Path, version: str
+) -> None:
+    daemonset = _patched_daemonset()
+    kubernetes_validate.validate(daemonset, version, strict=True)
+    (container,) = daemonset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    names = [e["name"] for e in container["env"]]
+    assert names.index("NODE_NAME") < names.index("PROCSMITH_WORKSPACES__POD_LIST_URL")
+    # What the kubelet hands procsmith: $(NODE_NAME) expanded, the rest as written.
+    values = {name: e["value"] for name, e in env.items() if "value" in e}
+    environ = {name: value.replace("$(NODE_NAME)", "node-1") for name, value in values.items()}
+    path = tmp_path / "procsmith.toml"
+    path.write_text(_one("ConfigMap")["data"]["procsmith.toml"])
+    workspaces = load_config(path, environ).workspaces
+    assert workspaces.pod_list_url == (
+        "https://kubernetes.default.svc/api/v1/pods?fieldSelector=spec.nodeName=node-1"
+    )
+    assert workspaces.pod_list_token_file.startswith("/var/run/secrets/kubernetes.io/")
+    assert workspaces.pod_list_ca_file.endswith("/ca.crt")

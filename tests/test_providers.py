@@ -230,7 +230,7 @@ def test_any_cgroup_paths_never_raise_and_only_containers_or_units_are_attribute
     paths: list[str],
 ) -> None:
     procs = [raw(100 + n, 1, path) for n, path in enumerate(paths)]
-    result = cgroup_workspaces(procs, {p.pid for p in procs}, CgroupSelectors(units=("x.scope",)))
+    result = cgroup_workspaces(procs, set(), CgroupSelectors(units=("x.scope",)))
     for pid, (kind, ws) in result.inside.items():
         assert kind is Kind.USER_WORKLOAD and ws.provider == "cgroup"
         assert ws.container_id or ws.workspace_id == "x.scope", (pid, ws)

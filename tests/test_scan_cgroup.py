@@ -43,13 +43,17 @@ def test_read_on_first_sight_and_on_exec_not_in_steady_rounds(fakeproc: FakeProc
     reader.close()
 
 
-def test_the_periodic_full_read_sees_a_move(fakeproc: FakeProcfs) -> None:
+def test_the_periodic_full_read_leaves_it_and_a_new_process_on_the_pid_reads_it(
+    fakeproc: FakeProcfs,
+) -> None:
     fakeproc.add(20, 1, ["job"], exe="job")
     write_cgroup(fakeproc, 20, b"0::/user.slice/a.scope\n")
     reader = ShardReader(str(fakeproc.root), Tally(), read_cgroup=True, recheck_every=1)
     assert cgroups(reader, 1)[20] == "/user.slice/a.scope"
     write_cgroup(fakeproc, 20, (FIXTURES / "containerd-systemd-v2.txt").read_bytes())
-    assert cgroups(reader, 2)[20] == POD_PATH
+    assert cgroups(reader, 2)[20] == "/user.slice/a.scope"  # re-read in full, cgroup not
+    fakeproc.add(20, 1, ["job"], exe="job", starttime=5000)  # the pid reused
+    assert cgroups(reader, 3)[20] == POD_PATH
     reader.close()
 
 
