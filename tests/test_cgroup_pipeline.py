@@ -1,6 +1,7 @@
 """The cgroup provider end to end: ``procsmith run`` on this machine's /proc with providers
 gitpod and cgroup finds stand-in miners in a fresh kubepods-shaped cgroup that are in no
-Gitpod tree, and kill-workspace kills each one's container and nothing else.
+Gitpod tree (with the pod uid and container id), and kill-workspace kills each one's container
+and nothing else.
 
 Two ways into a workspace from outside its tree, as on a real node:
 - exec in: a process started by something else (here pytest; on a node ``runc exec`` under
@@ -15,9 +16,11 @@ written.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -68,21 +71,70 @@ def double_fork(tree: CgroupTree, cgroup: Path, argv: list[str]) -> int:
     return pid
 
 
-def test_miners_outside_any_tree_found_by_cgroup_and_their_containers_killed(
-    tree: CgroupTree, elf_bins: ElfBins
-) -> None:
-    pod, uid = tree.pod()
-    (a, cid_a), (b, cid_b), (c, _cid_c) = (tree.container(pod) for _ in range(3))
+def run_pipeline(tree: CgroupTree, providers: str, penalty: str) -> Pipeline:
     pipe = Pipeline(
         "/proc",
         {
-            "PROCSMITH_WORKSPACES__PROVIDERS": '["gitpod", "cgroup"]',
+            "PROCSMITH_WORKSPACES__PROVIDERS": providers,
             "PROCSMITH_WORKSPACES__CGROUP_PATTERNS": f'["/{tree.top.name}/*"]',
-            "PROCSMITH_ENFORCE__PENALTIES__VERY": "kill-workspace",
+            "PROCSMITH_ENFORCE__PENALTIES__VERY": penalty,
         },
     )
-    findings = pipe.run_dir / "findings.jsonl"
-    pipe.env["PROCSMITH_ENFORCE__OUTPUT"] = f'["{findings}"]'
+    pipe.env["PROCSMITH_ENFORCE__OUTPUT"] = f'["{pipe.run_dir / "findings.jsonl"}"]'
+    return pipe
+
+
+def findings_by_pid(pipe: Pipeline) -> dict[int, dict[str, Any]]:
+    path = pipe.run_dir / "findings.jsonl"
+    if not path.exists():
+        return {}
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return {f["process"]["pid"]: f["process"] for f in lines}
+
+
+def test_miners_that_entered_or_left_the_tree_are_found_in_their_pod(
+    tree: CgroupTree, elf_bins: ElfBins
+) -> None:
+    """gitpod and cgroup together, penalties "log": other workspaces on this shared machine
+    (other tests' simulated Gitpod ones) may be found too, and are left alone."""
+    pod, uid = tree.pod()
+    (a, cid_a), (b, cid_b) = tree.container(pod), tree.container(pod)
+    pipe = run_pipeline(tree, '["gitpod", "cgroup"]', "log")
+    miner = [str(elf_bins.miner), "--wait"]
+    outside = subprocess.Popen(miner)  # the same binary in no workspace
+    started = [outside]
+    try:
+        with pipe:
+            pipe.wait_flowing()
+            entered = exec_in(tree, a, miner)
+            started.append(entered)
+            orphan = double_fork(tree, b, miner)
+            found = wait_until(
+                "both miners found",
+                lambda: (f := findings_by_pid(pipe)).keys() >= {entered.pid, orphan} and f,
+                log=pipe.log,
+            )
+            assert outside.pid not in findings_by_pid(pipe)
+        for pid, container in ((entered.pid, cid_a), (orphan, cid_b)):
+            ws = found[pid]["workspace"]
+            assert (ws["provider"], ws["pod_uid"], ws["container_id"]) == ("cgroup", uid, container)
+            assert ws["workspace_id"] == uid
+        assert found[entered.pid]["ppid"] == os.getpid()  # started from outside any workspace
+        assert found[orphan]["ppid"] not in (os.getpid(), pipe.pid)  # orphaned
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+def test_kill_workspace_kills_each_miner_s_container_and_nothing_else(
+    tree: CgroupTree, elf_bins: ElfBins
+) -> None:
+    """cgroup alone here: with gitpod on, a kill penalty would reach other tests' simulated
+    Gitpod workspaces on this shared machine. cgroup_patterns keeps it to this test's cgroups."""
+    pod, _uid = tree.pod()
+    (a, _), (b, _), (c, _) = (tree.container(pod) for _ in range(3))
+    pipe = run_pipeline(tree, '["cgroup"]', "kill-workspace")
     miner = [str(elf_bins.miner), "--wait"]
     outside = subprocess.Popen(miner)  # the same binary in no workspace: left alone
     spared = subprocess.Popen(["sleep", "600"])  # in container c: another container of the pod
@@ -111,14 +163,7 @@ def test_miners_outside_any_tree_found_by_cgroup_and_their_containers_killed(
                 m.get("procsmith_enforce_penalties_total", action="kill-workspace", result="ok")
                 == 2
             )
-        lines = [orjson.loads(line) for line in findings.read_bytes().splitlines()]
-        by_pid = {f["process"]["pid"]: f["process"] for f in lines}
-        assert sorted(by_pid) == sorted([entered.pid, orphan])
-        for pid, container in ((entered.pid, cid_a), (orphan, cid_b)):
-            ws = by_pid[pid]["workspace"]
-            assert (ws["provider"], ws["pod_uid"], ws["container_id"]) == ("cgroup", uid, container)
-            assert ws["workspace_id"] == uid
-        assert by_pid[orphan]["ppid"] != pipe.pid
+        assert sorted(findings_by_pid(pipe)) == sorted([entered.pid, orphan])
     finally:
         for proc in started:
             proc.kill()
