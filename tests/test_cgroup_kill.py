@@ -175,3 +175,26 @@ def test_enforce_kill_workspace_on_a_cgroup_finding(
     failures = tally.get(ENFORCE_PENALTY_FAILURES, action="kill-workspace", reason="vanished")
     assert failures == 1
     assert procs_of(tree.top) == []
+
+
+HYBRID_MOUNTINFO = (
+    b"30 23 0:26 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755\n"
+    b"31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n"
+    b"32 30 0:28 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd\n"
+    b"35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:16 - cgroup cgroup rw,cpu,cpuacct\n"
+    b"40 23 0:40 / /var/lib/docker rw - ext4 /dev/sda1 rw\n"
+)
+
+
+def test_mount_map_moves_the_host_s_mounts_to_cgroup_root(tmp_path: Path) -> None:
+    """The DaemonSet's view: the host's init's mountinfo under proc_root, the host's tree at
+    /host/sys/fs/cgroup; and a host whose mountinfo cannot be read is taken for v2."""
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "mountinfo").write_bytes(HYBRID_MOUNTINFO)
+    assert mount_map(str(tmp_path), "/host/sys/fs/cgroup") == {
+        "": "/host/sys/fs/cgroup/unified",
+        "name=systemd": "/host/sys/fs/cgroup/systemd",
+        "cpu": "/host/sys/fs/cgroup/cpu,cpuacct",
+        "cpuacct": "/host/sys/fs/cgroup/cpu,cpuacct",
+    }
+    assert mount_map(str(tmp_path / "nothing"), "/host/cg") == {"": "/host/cg"}
