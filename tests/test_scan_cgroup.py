@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from simulation.fakeproc import FakeProcfs
 from stages.base.catalog import SCAN_TRUNCATED
 from stages.base.meter import Tally
 from stages.cgroup import CGROUP_MAX_BYTES
-from stages.cgroupread import PATH_MAX_CHARS
+from stages.cgroupread import PATH_MAX_CHARS, bounded_path
 from stages.scan import ShardReader
 
 FIXTURES = Path(__file__).parent / "data" / "cgroup"
@@ -77,3 +80,11 @@ def test_a_huge_cgroup_file_is_cut_and_still_attributes(fakeproc: FakeProcfs, ta
     assert path.startswith(POD_PATH + "/x/x") and len(path) <= PATH_MAX_CHARS
     assert tally.get(SCAN_TRUNCATED, file="cgroup") == 1
     reader.close()
+
+
+@given(st.text(alphabet="/ab.", max_size=PATH_MAX_CHARS * 2))
+def test_bounded_path_is_a_bounded_prefix(path: str) -> None:
+    bounded, cut = bounded_path(path)
+    assert path.startswith(bounded) and len(bounded) <= PATH_MAX_CHARS
+    assert cut == (len(path) > PATH_MAX_CHARS)
+    assert not cut or path[len(bounded)] == "/" or "/" not in path[1:PATH_MAX_CHARS]
