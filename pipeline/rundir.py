@@ -16,8 +16,11 @@ that directory even if the path was renamed or replaced by a symlink meanwhile. 
 short (about 30 bytes), far under the 107 bytes of ``sun_path``, whatever the run directory's
 length. libzmq connects from its I/O thread; ``/proc/self`` names the process, not the
 thread, so the descriptor is found there too. The descriptor must stay open as long as any
-socket addressed through it (``RunDir.close`` after the sockets are closed). Every process
-opens and checks the directory itself; a descriptor number is never passed between processes.
+socket addressed through it lives — libzmq reconnects by the same address later — so close
+the sockets and ``ctx.term()`` first, ``RunDir.close`` last: a closed number can be reused
+for another directory. (libzmq 4.3.5 does not unlink a bound ipc file when the socket
+closes, checked; it unlinks a stale one synchronously in ``bind``.) Every process opens and
+checks the directory itself; a descriptor number is never passed between processes.
 """
 
 from __future__ import annotations
