@@ -13,6 +13,7 @@ import msgspec
 
 from pipeline import exitcodes
 from pipeline.config import Config, ConfigError, load_named_config, parse_addr
+from pipeline.keyscli import add_commands as add_keys_commands
 from pipeline.matchcli import add_commands as add_match_commands
 
 # Heavy modules (zmq, the stages, yara-x) are imported inside the commands that need
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         "a simulated workspace with a harmless stand-in miner on this node, detected end to end",
     )
     add_match_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 
