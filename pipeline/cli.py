@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from pipeline.config import Config, ConfigError, load_named_config, parse_addr
+from pipeline.keyscli import add_commands as add_keys_commands
 from pipeline.matchcli import add_commands as add_match_commands
 from pipeline.wiring import STAGE_NAMES, TAPHUB, replicas
 from stages.base import exitcodes
@@ -159,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         "a simulated workspace with a harmless stand-in miner on this node, detected end to end",
     )
     add_match_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 

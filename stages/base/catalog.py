@@ -55,6 +55,9 @@ MATCH_FINDINGS = "procsmith_match_findings_total"
 ENFORCE_PENALTIES = "procsmith_enforce_penalties_total"
 ENFORCE_PENALTY_FAILURES = "procsmith_enforce_penalty_failures_total"
 ENFORCE_WRITE_ERRORS = "procsmith_enforce_write_errors_total"
+# transport security (pipeline/curve.py; wired in by the runner and the tap hub)
+TRANSPORT_PEERS_REFUSED = "procsmith_transport_peers_refused_total"
+TRANSPORT_INSECURE = "procsmith_transport_insecure"
 
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
@@ -138,5 +141,18 @@ CATALOG: dict[str, MetricSpec] = {
             ("action", "reason"),
         ),
         MetricSpec(ENFORCE_WRITE_ERRORS, "counter", "findings that could not be written out"),
+        MetricSpec(
+            TRANSPORT_PEERS_REFUSED,
+            "counter",
+            "connections to a tcp endpoint refused before any frame was read, by reason "
+            "(unknown_key, no_curve, protocol, handshake)",
+            ("stage", "endpoint", "reason"),
+        ),
+        MetricSpec(
+            TRANSPORT_INSECURE,
+            "gauge",
+            "1 when this stage runs tcp without CURVE (transport.insecure = true)",
+            ("stage",),
+        ),
     )
 }
