@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import exitcodes
+from stages.base import exitcodes
 
 GENERATE_HELP = "write a CURVE key pair for every stage role into DIR (made with mode 0700)"
 GENERATE_EPILOG = """\
