@@ -63,8 +63,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_addr(args.metrics_addr)
     if args.name == TAPHUB:
-        preflight(config, [])  # the run directory
-        return run_taphub(config)
+        prepared = preflight(config, [TAPHUB])  # the run directory, the hub's keys
+        return run_taphub(config, security=prepared.security)
     if args.name not in STAGE_NAMES:
         raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {TAPHUB}")
     index, count = 0, replicas(args.name, config)
