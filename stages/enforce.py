@@ -8,29 +8,53 @@ Penalties per level, from config: ``log`` (only write it: the default, so nothin
 unless configured), ``kill-process`` (SIGKILL the process), ``kill-workspace`` (SIGKILL the
 workspace's supervisor), ``exec`` (run ``exec_command``, the finding's JSON on its stdin).
 A kill is sent through a pidfd once the target is confirmed (see ``stages.penalty``).
+
+No penalty is applied on the finding's word alone: right before it, procfs is asked whether
+the target (the pid with the finding's starttime) is still inside the finding's workspace,
+by the workspace provider's rule (``stages.verify``; for a kill, after the pidfd is held).
+A finding it does not confirm — forged, stale, or about a process outside any workspace —
+is still written out, but nothing is done to any process: the refusal is counted
+(``procsmith_enforce_penalties_refused_total{reason}``) and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
-from stages.base.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
+from stages.base.catalog import (
+    ENFORCE_PENALTIES,
+    ENFORCE_PENALTIES_REFUSED,
+    ENFORCE_PENALTY_FAILURES,
+    ENFORCE_WRITE_ERRORS,
+)
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.render import finding_line
 from stages.base.schema import Finding, Judged, Record
 from stages.penalty import (
     Action,
+    Confirm,
     PenaltyFailed,
     kill_confirmed,
     run_command,
     same_starttime,
     started_by,
 )
+from stages.verify import DEFAULT_PROVIDER, rule_for
 
 STDOUT = "-"
+log = logging.getLogger("procsmith.enforce")
+
+
+class PenaltyRefused(Exception):
+    """procfs did not confirm the finding: ``reason`` is one of ``stages.verify.REASONS``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class OutputUnavailable(Exception):
@@ -55,8 +79,10 @@ class Enforcer:
         exec_command: Sequence[str] = (),
         exec_timeout: float = 10.0,
         stdout: BinaryIO | None = None,
+        provider: str = DEFAULT_PROVIDER,
     ) -> None:
         self.meter = meter
+        self.rule = rule_for(provider)
         self.proc_root = proc_root
         self.penalties = dict(penalties or {})
         self.exec_command = list(exec_command)
@@ -92,20 +118,53 @@ class Enforcer:
             self._penalise(action, finding, line)
         return [finding, Judged(finding.process, "finding")]
 
+    def _confirmed(self, finding: Finding, first: Confirm) -> Confirm:
+        """``first``, then the provider's rule: the finding's process is in its workspace."""
+
+        def confirm(starttime_now: int) -> str | None:
+            problem = first(starttime_now)
+            if problem is not None:
+                return problem
+            self._verify(finding)
+            return None
+
+        return confirm
+
+    def _verify(self, finding: Finding) -> None:
+        proc = finding.process
+        refused = self.rule(self.proc_root, proc.pid, proc.starttime, proc.workspace)
+        if refused is not None:
+            raise PenaltyRefused(refused)
+
     def _penalise(self, action: Action, finding: Finding, line: bytes) -> None:
+        proc = finding.process
         try:
             if action == "kill-process":
-                proc = finding.process
-                kill_confirmed(self.proc_root, proc.pid, same_starttime(proc.starttime))
+                confirm = self._confirmed(finding, same_starttime(proc.starttime))
+                kill_confirmed(self.proc_root, proc.pid, confirm)
             elif action == "kill-workspace":
-                if finding.process.workspace is None:
+                if proc.workspace is None:
                     raise PenaltyFailed("no_workspace")
-                supervisor = finding.process.workspace.pid
-                kill_confirmed(self.proc_root, supervisor, started_by(finding.process.starttime))
+                confirm = self._confirmed(finding, started_by(proc.starttime))
+                kill_confirmed(self.proc_root, proc.workspace.pid, confirm)
             elif action == "exec":
+                self._verify(finding)
                 run_command(self.exec_command, line, self.exec_timeout)
             else:
                 raise ValueError(f"unknown penalty {action!r}")
+        except PenaltyRefused as err:
+            self.meter.inc(ENFORCE_PENALTIES, action=action, result="refused")
+            self.meter.inc(ENFORCE_PENALTIES_REFUSED, reason=err.reason)
+            ws = proc.workspace
+            log.warning(
+                "refused %s for pid %d (starttime %d, workspace %s): %s",
+                action,
+                proc.pid,
+                proc.starttime,
+                "none" if ws is None else f"{ws.workspace_id!r} supervisor {ws.pid}",
+                err.reason,
+            )
+            return
         except PenaltyFailed as err:
             self.meter.inc(ENFORCE_PENALTIES, action=action, result="failed")
             self.meter.inc(ENFORCE_PENALTY_FAILURES, action=action, reason=err.reason)

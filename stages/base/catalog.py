@@ -58,6 +58,9 @@ ENFORCE_WRITE_ERRORS = "procsmith_enforce_write_errors_total"
 # transport security (pipeline/curve.py; wired in by the runner and the tap hub)
 TRANSPORT_PEERS_REFUSED = "procsmith_transport_peers_refused_total"
 TRANSPORT_INSECURE = "procsmith_transport_insecure"
+# issue 12 (trust boundary): penalties enforce refused because procfs did not confirm the
+# finding (stages/verify.py)
+ENFORCE_PENALTIES_REFUSED = "procsmith_enforce_penalties_refused_total"
 
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
@@ -80,7 +83,8 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(
             RECORDS_REFUSED,
             "counter",
-            "frames a stage received and dropped, by reason (malformed, unexpected type)",
+            "frames a stage received and dropped, by reason (malformed, unexpected type, or a "
+            "value no real peer sends: round_ahead, bad_shard, not_handed_on)",
             ("stage", "reason"),
         ),
         MetricSpec(
@@ -153,6 +157,14 @@ CATALOG: dict[str, MetricSpec] = {
             "gauge",
             "1 when this stage runs tcp without CURVE (transport.insecure = true)",
             ("stage",),
+        ),
+        # issue 12 (trust boundary)
+        MetricSpec(
+            ENFORCE_PENALTIES_REFUSED,
+            "counter",
+            "penalties not applied because procfs did not confirm the finding's target is "
+            "inside its workspace, by reason",
+            ("reason",),
         ),
     )
 }
