@@ -47,6 +47,7 @@ from stages.verify import DEFAULT_PROVIDER, rule_for
 
 STDOUT = "-"
 log = logging.getLogger("procsmith.enforce")
+_LOG_EVERY = 1000  # of refused penalties, log the first and every 1000th: a flood stays small
 
 
 class PenaltyRefused(Exception):
@@ -83,6 +84,7 @@ class Enforcer:
     ) -> None:
         self.meter = meter
         self.rule = rule_for(provider)
+        self._refused = 0
         self.proc_root = proc_root
         self.penalties = dict(penalties or {})
         self.exec_command = list(exec_command)
@@ -155,15 +157,18 @@ class Enforcer:
         except PenaltyRefused as err:
             self.meter.inc(ENFORCE_PENALTIES, action=action, result="refused")
             self.meter.inc(ENFORCE_PENALTIES_REFUSED, reason=err.reason)
-            ws = proc.workspace
-            log.warning(
-                "refused %s for pid %d (starttime %d, workspace %s): %s",
-                action,
-                proc.pid,
-                proc.starttime,
-                "none" if ws is None else f"{ws.workspace_id!r} supervisor {ws.pid}",
-                err.reason,
-            )
+            if self._refused % _LOG_EVERY == 0:
+                ws = proc.workspace
+                log.warning(
+                    "refused %s for pid %d (starttime %d, workspace %s): %s (%d refused so far)",
+                    action,
+                    proc.pid,
+                    proc.starttime,
+                    "none" if ws is None else f"{ws.workspace_id!r} supervisor {ws.pid}",
+                    err.reason,
+                    self._refused + 1,
+                )
+            self._refused += 1
             return
         except PenaltyFailed as err:
             self.meter.inc(ENFORCE_PENALTIES, action=action, result="failed")
