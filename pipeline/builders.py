@@ -98,7 +98,9 @@ def build_stage(
         reader = scan_reader(config, meter, shard=index, shards=count)
         return scan.ScanStage(reader, config.scan.interval)
     if name == "tree":
-        return tree.TreeStage(config.scan.shards, config.tree.grace, meter)
+        return tree.TreeStage(
+            config.scan.shards, config.tree.grace, meter, interval=config.scan.interval
+        )
     if name == "classify":
         return classify.ClassifyStage(meter, workspace_providers(config, meter))
     if name == "filter":

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from pipeline.config import Config, ConfigError, load_named_config, parse_addr
+from pipeline.keyscli import add_commands as add_keys_commands
 from pipeline.matchcli import add_commands as add_match_commands
 from pipeline.wiring import STAGE_NAMES, TAPHUB, replicas
 from stages.base import exitcodes
@@ -62,8 +63,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
     config = _config(args)
     _check_addr(args.metrics_addr)
     if args.name == TAPHUB:
-        preflight(config, [])  # the run directory
-        return run_taphub(config)
+        prepared = preflight(config, [TAPHUB])  # the run directory, the hub's keys
+        return run_taphub(config, security=prepared.security)
     if args.name not in STAGE_NAMES:
         raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {TAPHUB}")
     index, count = 0, replicas(args.name, config)
@@ -159,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         "a simulated workspace with a harmless stand-in miner on this node, detected end to end",
     )
     add_match_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 

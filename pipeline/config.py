@@ -121,6 +121,11 @@ class TransportConfig(_Section, frozen=True):
     drain: Duration = Duration(0.5)
     # How long match waits for room in the next stage's queue before it gives a record up.
     send_timeout: Duration = Duration(2.0)
+    # tcp only: the CURVE key directory (`procsmith keys generate DIR`). A tcp config without
+    # it is refused at start unless insecure = true (then every start warns, and the
+    # procsmith_transport_insecure gauge is 1).
+    keys_dir: str = ""
+    insecure: bool = False
 
 
 class SupervisorConfig(_Section, frozen=True):

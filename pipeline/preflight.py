@@ -1,7 +1,8 @@
 """What a stage would otherwise find out only after it started, checked before anything starts.
 
 A bad signature file, an enforce output that cannot be opened, an exec penalty whose program
-does not exist, or a run directory others can get into is refused with a message naming the
+does not exist, a run directory others can get into (or reached through a symlink), or tcp
+without CURVE keys (unless ``transport.insecure``) is refused with a message naming the
 file and the reason (exit code 2), instead of a stage process dying at start and the
 supervisor taking that for a crash loop. The signatures are compiled here, once: forked match
 processes inherit the compiled rules, so replicas share them and a restart recompiles nothing.
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipeline.config import Config, ConfigError
-from pipeline.transport import Endpoints, RunDirError, ensure_run_dir
-from pipeline.wiring import binders
+from pipeline.rundir import RunDirError, open_private_dir
+from pipeline.security import Security, load_security
+from pipeline.transport import run_dir_of
 from stages.signatures import SignatureError, SignatureSet, load_signatures
 
 
@@ -25,16 +27,21 @@ class Prepared(NamedTuple):
     """What the checks produced that the stages use."""
 
     signatures: SignatureSet | None = None
+    # The CURVE keys of the processes checked for (none over ipc, or tcp with insecure).
+    security: Security = Security()
 
 
 def preflight(config: Config, stages: Iterable[str]) -> Prepared:
     """Check what ``stages`` need; raises ConfigError naming what is wrong."""
     stages = set(stages)
     if config.transport.kind == "ipc":
+        # Created if missing; refused if it is a symlink (anywhere in its path), not this
+        # user's, or not mode 0700. Each process opens and checks it again for its own use.
         try:
-            ensure_run_dir(Endpoints(config.transport, binders()).run_dir)
-        except (RunDirError, OSError) as err:
+            open_private_dir(run_dir_of(config.transport)).close()
+        except RunDirError as err:
             raise ConfigError(f"transport.run_dir: {err}") from None
+    security = load_security(config.transport, stages)
     if "enforce" in stages:
         _check_enforce(config)
     signatures = None
@@ -43,7 +50,7 @@ def preflight(config: Config, stages: Iterable[str]) -> Prepared:
             signatures = load_signatures([Path(p) for p in config.match.signatures])
         except SignatureError as err:
             raise ConfigError(f"match.signatures: {err}") from None
-    return Prepared(signatures)
+    return Prepared(signatures, security)
 
 
 def _check_enforce(config: Config) -> None:

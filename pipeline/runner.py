@@ -16,22 +16,22 @@ from collections.abc import Sequence
 
 import msgspec
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.builders import build_stage
 from pipeline.config import Config
 from pipeline.metrics import PromMeter, serve_in_thread
+from pipeline.peers import PeerWatch
 from pipeline.preflight import Prepared, preflight
 from pipeline.signals import STOP_SIGNALS, SignalInbox
-from pipeline.transport import Codec, Endpoints, open_socket
+from pipeline.transport import Codec, Endpoints
 from pipeline.wiring import WIRING, StageWiring, binder_of, binders, replicas
 from stages.base import exitcodes
 from stages.base.catalog import (
-    INPUT_DISCONNECTS,
     RECORDS_DROPPED,
     RECORDS_IN,
     RECORDS_OUT,
     RECORDS_REFUSED,
+    TRANSPORT_INSECURE,
 )
 from stages.base.contract import Stage
 from stages.base.meter import Meter
@@ -64,20 +64,36 @@ class StageLoop:
         self.topic = f"{wiring.name}/{instance}".encode()
         self._refused = 0
         self.sockets: list[zmq.Socket[bytes]] = []
+        meter.set(TRANSPORT_INSECURE, 1 if endpoints.security.insecure else 0, stage=self.name)
+
+        # One monitor per socket that counts something: the input's closed connections, and
+        # on every CURVE server (each socket that binds, over tcp with keys) the handshakes
+        # refused before a frame was read.
+        self.watches: list[PeerWatch] = []
 
         def sock(kind: int, endpoint: str, bind: bool) -> zmq.Socket[bytes]:
-            addr = endpoints.bind(endpoint) if bind else endpoints.connect(endpoint)
-            s = open_socket(ctx, kind, addr, bind=bind, config=config.transport)
+            s = endpoints.open(ctx, kind, endpoint, bind=bind)
             self.sockets.append(s)
+            is_input = endpoint == wiring.input and kind == zmq.PULL
+            refusals = bind and endpoints.curve
+            if is_input or refusals:
+                # ZeroMQ refuses a frame over MAXMSGSIZE by closing the sender's connection;
+                # the monitor is how that (and any other closed input connection) is counted.
+                self.watches.append(
+                    PeerWatch(
+                        s,
+                        meter,
+                        stage=wiring.name,
+                        endpoint=endpoint,
+                        disconnects=is_input,
+                        refusals=refusals,
+                    )
+                )
             return s
 
         self.input = None
-        self.monitor = None
         if wiring.input is not None:
             self.input = sock(zmq.PULL, wiring.input, bind=not wiring.scaled)
-            # ZeroMQ refuses a frame over MAXMSGSIZE by closing the sender's connection; the
-            # monitor is how that (and any other closed input connection) gets counted.
-            self.monitor = self.input.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         by_endpoint = {
             ep: sock(zmq.PUSH, ep, bind=binder_of(ep) == wiring.name)
             for ep in sorted(set(wiring.routes.values()))
@@ -132,8 +148,9 @@ class StageLoop:
         if self.input is not None:
             poller.register(self.input, zmq.POLLIN)
         poller.register(inbox.fd, zmq.POLLIN)
-        if self.monitor is not None:
-            poller.register(self.monitor, zmq.POLLIN)
+        watched = {w.monitor: w for w in self.watches}
+        for monitor in watched:
+            poller.register(monitor, zmq.POLLIN)
         poller.register(self.tap, zmq.POLLIN)
         while True:
             now = time.time()
@@ -148,20 +165,12 @@ class StageLoop:
                 break
             if self.input is not None and self.input in events:
                 self.receive(RECEIVE_BATCH)
-            if self.monitor is not None and self.monitor in events:
-                self.count_disconnects()
+            for monitor, watch in watched.items():
+                if monitor in events:
+                    watch.take()
             if self.tap in events:
                 self._drain_tap()
         self.drain()
-
-    def count_disconnects(self) -> None:
-        assert self.monitor is not None  # noqa: S101
-        while True:
-            try:
-                recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.meter.inc(INPUT_DISCONNECTS, stage=self.name)
 
     def receive(self, limit: int) -> int:
         """Take up to ``limit`` frames that are already queued; returns how many."""
@@ -229,9 +238,9 @@ class StageLoop:
         self.emit(self.stage.finish(time.time()))
 
     def close(self) -> None:
-        if self.input is not None and self.monitor is not None:
-            self.input.disable_monitor()
-            self.monitor.close(linger=0)
+        for watch in self.watches:
+            watch.take()
+            watch.close()
         for s in self.sockets:
             s.close()  # LINGER was set on each: queued frames get that long to leave
         self.stage.close()
@@ -259,25 +268,37 @@ def run_stage(
     meter = PromMeter()
     if metrics_addr:
         serve_in_thread(metrics_addr, meter.registry)
-    endpoints = Endpoints(config.transport, binders())
     stage = build_stage(
         name, config, meter, index=index, count=count, signatures=prepared.signatures
     )
+    security = prepared.security.for_role(name)
+    endpoints = Endpoints(config.transport, binders(), security=security, role=name)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    loop = StageLoop(
-        wiring,
-        instance=index,
-        stage=stage,
-        meter=meter,
-        ctx=ctx,
-        endpoints=endpoints,
-        config=config,
-    )
-    log.info("%s %d/%d running (pid %d)", name, index, count, os.getpid())
+    zap = None
+    loop = None
     try:
+        # Before any socket binds: the ZAP handler decides every CURVE handshake of ctx.
+        zap = security.authenticator(ctx)
+        loop = StageLoop(
+            wiring,
+            instance=index,
+            stage=stage,
+            meter=meter,
+            ctx=ctx,
+            endpoints=endpoints,
+            config=config,
+        )
+        log.info("%s %d/%d running (pid %d)", name, index, count, os.getpid())
         loop.run(inbox)
     finally:
-        loop.close()
-        ctx.term()
+        if loop is not None:
+            loop.close()
+        if zap is not None:
+            zap.stop()
+        if loop is None:
+            ctx.destroy(linger=0)  # what a StageLoop that failed to start had opened
+        else:
+            ctx.term()
+        endpoints.close()  # last: no socket addressed through the run directory is left
     log.info("%s %d/%d stopped", name, index, count)
     return exitcodes.OK

@@ -20,17 +20,19 @@ import selectors
 import shutil
 import signal
 import time
+from pathlib import Path
 
 from pipeline.children import Child
 from pipeline.config import Config, ConfigError, parse_addr
 from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
 from pipeline.metrics import enable_multiprocess, handler_class, mark_process_dead, node_registry
 from pipeline.preflight import Prepared, preflight
+from pipeline.rundir import RunDir, RunDirError, open_private_dir
 from pipeline.runner import run_stage
 from pipeline.signals import SignalInbox
 from pipeline.tap import run_taphub
-from pipeline.transport import Endpoints
-from pipeline.wiring import START_ORDER, STOP_ORDER, TAPHUB, binders, replicas
+from pipeline.transport import run_dir_of
+from pipeline.wiring import START_ORDER, STOP_ORDER, TAPHUB, replicas
 from stages.base import exitcodes
 
 log = logging.getLogger("procsmith.supervisor")
@@ -47,8 +49,9 @@ class Supervisor:
     def __init__(self, config: Config, metrics_addr: str | None = None) -> None:
         self.config = config
         self.metrics_addr = metrics_addr or config.supervisor.metrics_addr
-        self.run_dir = Endpoints(config.transport, binders()).run_dir
+        self.run_dir = run_dir_of(config.transport)
         self.metrics_dir = self.run_dir / "metrics"
+        self.rundir: RunDir | None = None  # the run directory, opened and checked
         self.children = [Child(TAPHUB, 0, 1)] + [
             Child(name, k, replicas(name, config))
             for name in START_ORDER
@@ -65,8 +68,15 @@ class Supervisor:
         process shares them), the run and metrics directories, multiprocess metrics.
         Raises ConfigError on what the checks refuse."""
         self.prepared = preflight(self.config, {c.name for c in self.children})
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        self.metrics_dir.mkdir(mode=0o700)
+        try:
+            self.rundir = open_private_dir(self.run_dir)
+        except RunDirError as err:
+            raise ConfigError(f"transport.run_dir: {err}") from None
+        # Everything below goes through the directory's descriptor, the metrics directory
+        # too (forked stages inherit the descriptor, so the path names it for them as well).
+        shutil.rmtree("metrics", ignore_errors=True, dir_fd=self.rundir.fd)
+        os.mkdir("metrics", 0o700, dir_fd=self.rundir.fd)
+        self.metrics_dir = Path(self.rundir.socket_path("metrics"))
         enable_multiprocess(str(self.metrics_dir))
 
     def serve(self) -> http.server.HTTPServer:
@@ -83,9 +93,15 @@ class Supervisor:
         host, port = str(server.server_address[0]), int(server.server_address[1])
         log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
         # Written aside, then renamed: a reader never sees the file empty.
-        pending = self.run_dir / "metrics.addr.new"
-        pending.write_text(f"{host}:{port}\n")
-        pending.rename(self.run_dir / "metrics.addr")
+        assert self.rundir is not None  # noqa: S101 - prepare() opened it
+        at = self.rundir.fd
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open("metrics.addr.new", flags, 0o644, dir_fd=at)
+        try:
+            os.write(fd, f"{host}:{port}\n".encode())
+        finally:
+            os.close(fd)
+        os.rename("metrics.addr.new", "metrics.addr", src_dir_fd=at, dst_dir_fd=at)
         return server
 
     # -- children -------------------------------------------------------------------------
@@ -122,7 +138,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         inbox = SignalInbox((signal.SIGTERM,))
         if child.name == TAPHUB:
-            return run_taphub(self.config, inbox)
+            assert self.prepared is not None  # noqa: S101 - prepare() ran before any fork
+            return run_taphub(self.config, inbox, self.prepared.security)
         return run_stage(
             child.name, self.config, child.index, child.count, inbox=inbox, prepared=self.prepared
         )
@@ -199,6 +216,8 @@ class Supervisor:
             server.server_close()
             inbox.close()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            if self.rundir is not None:
+                self.rundir.close()
         return code
 
     def stop(self) -> None:

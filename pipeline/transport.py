@@ -2,20 +2,23 @@
 
 Endpoints are named after the stage that consumes them (``tree``, ``filter``…), plus the tap
 hub's two (``tap-in`` where stages publish, ``tap-out`` where ``procsmith tap`` listens).
-Over ipc they are Unix sockets in a private run directory (mode 0700); over tcp each has a
-fixed port offset from ``transport.base_port``.
+Over ipc they are Unix sockets in a private run directory (mode 0700), reached through its
+descriptor (pipeline/rundir.py); over tcp each has a fixed port offset from
+``transport.base_port`` and authenticates its peers with CURVE (pipeline/security.py).
 """
 
 from __future__ import annotations
 
 import os
-import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import zmq
 
 from pipeline.config import TransportConfig
+from pipeline.rundir import RunDir, open_private_dir
+from pipeline.security import Security
 from stages.base.schema import Record
 
 # Each endpoint's tcp port is transport.base_port plus its offset here. The offsets are
@@ -31,7 +34,6 @@ PORT_OFFSET = {
     "tap-out": 7,
 }
 ENDPOINTS = tuple(PORT_OFFSET)
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path, less its NUL
 _WILDCARDS = frozenset({"0.0.0.0", "*", "::"})  # noqa: S104 - recognised, not bound here
 
 
@@ -39,58 +41,79 @@ def default_run_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/run/procsmith")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    # ensure_run_dir refuses the /tmp fallback if someone else made it or can get into it.
+    # open_private_dir refuses the /tmp fallback if someone else made it or can get into it.
     fallback = Path(f"/tmp/procsmith-{os.geteuid()}")  # noqa: S108
     return Path(runtime) / "procsmith" if runtime else fallback
 
 
-class RunDirError(Exception):
-    pass
-
-
-def ensure_run_dir(path: Path) -> Path:
-    """Create the run directory with mode 0700, or refuse one others can get into."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
-        raise RunDirError(
-            f"run directory {path} must be owned by uid {os.geteuid()} with mode 0700 "
-            f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
-        )
-    return path
+def run_dir_of(config: TransportConfig) -> Path:
+    """The run directory the config names (absolute), or the default one."""
+    return Path(config.run_dir).absolute() if config.run_dir else default_run_dir()
 
 
 class Endpoints:
-    """Where each endpoint is bound and where it is connected to."""
+    """Where each endpoint is bound and where it is connected to, and the sockets on them.
 
-    def __init__(self, config: TransportConfig, binder: dict[str, str]) -> None:
+    Over ipc the run directory is opened here (``open_private_dir``: no symlink followed,
+    this euid's, mode 0700, created if missing; ``RunDirError`` otherwise) and every address
+    goes through its descriptor, so a directory swapped in later is never used. ``close``
+    it after the sockets are closed and their Context terminated. Over tcp ``security``
+    makes every socket ``open`` returns a CURVE server or client as ``role``.
+    """
+
+    def __init__(
+        self,
+        config: TransportConfig,
+        binder: dict[str, str],
+        *,
+        security: Security | None = None,
+        role: str = "",
+    ) -> None:
         # binder: endpoint → the stage that binds it (for tcp host lookup)
         self.config = config
         self.binder = binder
-        self.run_dir = Path(config.run_dir) if config.run_dir else default_run_dir()
+        self.security = security if security is not None else Security()
+        self.role = role
+        self.run_dir = run_dir_of(config)
+        self._dir: RunDir | None = None
         if config.kind == "ipc":
-            longest = max(len(str(self.run_dir / f"{name}.sock")) for name in ENDPOINTS)
-            if longest > _SUN_PATH_MAX:
-                raise RunDirError(
-                    f"run directory {self.run_dir} is too long for Unix socket paths "
-                    f"({longest} > {_SUN_PATH_MAX} bytes); choose a shorter transport.run_dir"
-                )
+            self._dir = open_private_dir(self.run_dir)
 
     def _port(self, name: str) -> int:
         return self.config.base_port + PORT_OFFSET[name]
 
     def bind(self, name: str) -> str:
-        if self.config.kind == "ipc":
-            return f"ipc://{self.run_dir / name}.sock"
+        if self._dir is not None:
+            return self._dir.ipc_endpoint(name)
         return f"tcp://{self.config.bind_host}:{self._port(name)}"
 
     def connect(self, name: str) -> str:
-        if self.config.kind == "ipc":
+        if self._dir is not None:
             return self.bind(name)
         wildcard = self.config.bind_host in _WILDCARDS
         default = "127.0.0.1" if wildcard else self.config.bind_host
         host = self.config.hosts.get(self.binder.get(name, name), default)
         return f"tcp://{host}:{self._port(name)}"
+
+    @property
+    def curve(self) -> bool:
+        """Whether sockets opened here authenticate their peers."""
+        return self.security.keyring is not None
+
+    def open(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], kind: int, name: str, *, bind: bool
+    ) -> zmq.Socket[bytes]:
+        """A socket of ``kind`` bound to (or connected to) endpoint ``name``."""
+        address = self.bind(name) if bind else self.connect(name)
+
+        def secure(sock: zmq.Socket[bytes]) -> None:
+            self.security.apply(sock, self.role, name, bind=bind)
+
+        return open_socket(ctx, kind, address, bind=bind, config=self.config, before=secure)
+
+    def close(self) -> None:
+        if self._dir is not None:
+            self._dir.close()
 
 
 def open_socket(
@@ -100,8 +123,10 @@ def open_socket(
     *,
     bind: bool,
     config: TransportConfig,
+    before: Callable[[zmq.Socket[bytes]], None] | None = None,
 ) -> zmq.Socket[bytes]:
-    """A socket with the options every procsmith socket has set explicitly."""
+    """A socket with the options every procsmith socket has set explicitly; ``before`` sets
+    more (CURVE) just before it binds or connects."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, int(config.linger * 1000))
     sock.setsockopt(zmq.SNDHWM, config.hwm)
@@ -112,12 +137,17 @@ def open_socket(
         # Queue only to peers that are really there: with no live peer a send fails at once
         # (and is counted as a drop) instead of filling a queue nobody reads.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-    if bind:
-        if address.startswith("ipc://"):
-            Path(address[len("ipc://") :]).unlink(missing_ok=True)  # a stale socket file
-        sock.bind(address)
-    else:
-        sock.connect(address)
+    if before is not None:
+        before(sock)
+    try:
+        if bind:
+            # A stale socket file is unlinked by libzmq itself before it binds (4.3.5).
+            sock.bind(address)
+        else:
+            sock.connect(address)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        raise
     return sock
 
 

@@ -12,6 +12,7 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import Kind, Process, RawProcess, Record, Round, Workloads, Workspace
 from stages.procfs import WORKSPACE_ENV, is_ring1
+from stages.redact import strip_userinfo
 
 SUPERVISOR_ARGV = ["supervisor", "init"]
 ROOT_PID = 1
@@ -113,6 +114,8 @@ def sandbox_workspace(ring1: Node) -> Workspace | None:
         return None
     supervisor = min(supervisors, key=lambda p: (p.starttime, p.pid))
     fields = {field: env.get(key, "") for key, field in WORKSPACE_ENV.items()}
+    # scan strips it already; again here, so a Round from elsewhere cannot carry a token on.
+    fields["git_url"] = strip_userinfo(fields["git_url"])
     return Workspace(pid=supervisor.pid, **fields)
 
 

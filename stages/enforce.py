@@ -9,15 +9,28 @@ unless configured), ``kill-process`` (SIGKILL the process), ``kill-workspace`` (
 workspace's supervisor; for a cgroup workspace every process of the container, see
 ``stages.cgroupkill``), ``exec`` (run ``exec_command``, the finding's JSON on its stdin).
 A kill is sent through a pidfd once the target is confirmed (see ``stages.penalty``).
+
+No penalty is applied on the finding's word alone: right before it, procfs is asked whether
+the target (the pid with the finding's starttime) is still inside the finding's workspace,
+by the workspace provider's rule (``stages.verify``; for a kill, after the pidfd is held).
+A finding it does not confirm — forged, stale, or about a process outside any workspace —
+is still written out, but nothing is done to any process: the refusal is counted
+(``procsmith_enforce_penalties_refused_total{reason}``) and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping, Sequence
 from typing import BinaryIO
 
-from stages.base.catalog import ENFORCE_PENALTIES, ENFORCE_PENALTY_FAILURES, ENFORCE_WRITE_ERRORS
+from stages.base.catalog import (
+    ENFORCE_PENALTIES,
+    ENFORCE_PENALTIES_REFUSED,
+    ENFORCE_PENALTY_FAILURES,
+    ENFORCE_WRITE_ERRORS,
+)
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.render import finding_line
@@ -25,14 +38,26 @@ from stages.base.schema import Finding, Judged, Record
 from stages.cgroupkill import kill_container, mount_map
 from stages.penalty import (
     Action,
+    Confirm,
     PenaltyFailed,
     kill_confirmed,
     run_command,
     same_starttime,
     started_by,
 )
+from stages.verify import DEFAULT_PROVIDER, rule_for
 
 STDOUT = "-"
+log = logging.getLogger("procsmith.enforce")
+_LOG_EVERY = 1000  # of refused penalties, log the first and every 1000th: a flood stays small
+
+
+class PenaltyRefused(Exception):
+    """procfs did not confirm the finding: ``reason`` is one of ``stages.verify.REASONS``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class OutputUnavailable(Exception):
@@ -60,6 +85,7 @@ class Enforcer:
         cgroup_root: str = "",
     ) -> None:
         self.meter = meter
+        self._refused = 0
         self.proc_root = proc_root
         self.penalties = dict(penalties or {})
         self.exec_command = list(exec_command)
@@ -97,17 +123,56 @@ class Enforcer:
             self._penalise(action, finding, line)
         return [finding, Judged(finding.process, "finding")]
 
+    def _confirmed(self, finding: Finding, first: Confirm) -> Confirm:
+        """``first``, then the provider's rule: the finding's process is in its workspace."""
+
+        def confirm(starttime_now: int) -> str | None:
+            problem = first(starttime_now)
+            if problem is not None:
+                return problem
+            self._verify(finding)
+            return None
+
+        return confirm
+
+    def _verify(self, finding: Finding) -> None:
+        proc = finding.process
+        # The rule of the finding's own provider: a record cannot pick a laxer one, since
+        # a provider without a rule refuses everything.
+        provider = DEFAULT_PROVIDER if proc.workspace is None else proc.workspace.provider
+        refused = rule_for(provider)(self.proc_root, proc.pid, proc.starttime, proc.workspace)
+        if refused is not None:
+            raise PenaltyRefused(refused)
+
     def _penalise(self, action: Action, finding: Finding, line: bytes) -> None:
+        proc = finding.process
         try:
             if action == "kill-process":
-                proc = finding.process
-                kill_confirmed(self.proc_root, proc.pid, same_starttime(proc.starttime))
+                confirm = self._confirmed(finding, same_starttime(proc.starttime))
+                kill_confirmed(self.proc_root, proc.pid, confirm)
             elif action == "kill-workspace":
                 self._kill_workspace(finding)
             elif action == "exec":
+                self._verify(finding)
                 run_command(self.exec_command, line, self.exec_timeout)
             else:
                 raise ValueError(f"unknown penalty {action!r}")
+        except PenaltyRefused as err:
+            self.meter.inc(ENFORCE_PENALTIES, action=action, result="refused")
+            self.meter.inc(ENFORCE_PENALTIES_REFUSED, reason=err.reason)
+            if self._refused % _LOG_EVERY == 0:
+                ws = proc.workspace
+                log.warning(
+                    "refused %s for pid %d (starttime %d, workspace %s): %s (%d refused so far)",
+                    action,
+                    proc.pid,
+                    proc.starttime,
+                    "none" if ws is None else f"{ws.workspace_id!r} supervisor {ws.pid}",
+                    err.reason,
+                    self._refused + 1,
+                )
+            self._refused += 1
+            return
         except PenaltyFailed as err:
             self.meter.inc(ENFORCE_PENALTIES, action=action, result="failed")
             self.meter.inc(ENFORCE_PENALTY_FAILURES, action=action, reason=err.reason)
@@ -119,11 +184,14 @@ class Enforcer:
         if ws is None:
             raise PenaltyFailed("no_workspace")
         if ws.provider == "cgroup":
+            self._verify(finding)
             if self._mounts is None:
                 self._mounts = mount_map(self.proc_root, self.cgroup_root)
+            # kill_container confirms the target once more, itself, right before the kill.
             kill_container(self.proc_root, self._mounts, proc.pid, proc.starttime, ws)
         else:
-            kill_confirmed(self.proc_root, ws.pid, started_by(proc.starttime))
+            confirm = self._confirmed(finding, started_by(proc.starttime))
+            kill_confirmed(self.proc_root, ws.pid, confirm)
 
     def close(self) -> None:
         for f in self._owned:

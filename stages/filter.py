@@ -11,6 +11,7 @@ from stages.base.catalog import (
     FILTER_GAVE_UP,
     FILTER_INFLIGHT,
     FILTER_RETRIES,
+    RECORDS_REFUSED,
     ROUND_COMPLETED,
     ROUND_DURATION,
     ROUNDS,
@@ -103,10 +104,15 @@ class SeenFilter:
         sends = self._inflight[key][2] + 1 if key in self._inflight else 1
         self._inflight[key] = (proc, now, sends)
 
-    def judged(self, proc: Process) -> None:
-        """Its verdict came back (perhaps after it was offered again): it is seen."""
-        self._inflight.pop(seen_key(proc), None)
+    def judged(self, proc: Process) -> bool:
+        """Its verdict came back (perhaps after it was offered again): it is seen. A verdict
+        for a process never handed on (neither awaited nor seen) is not taken: False."""
+        key = seen_key(proc)
+        if key not in self._inflight and key not in self._seen:
+            return False
+        self._inflight.pop(key, None)
         self.mark_seen(proc)
+        return True
 
     def overdue(self, now: float, timeout: float, max_attempts: int) -> tuple[list[Process], int]:
         """Processes sent ``timeout`` ago or longer without a verdict, to be sent again —
@@ -143,7 +149,10 @@ class FilterStage(Stage):
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         if isinstance(record, Judged):
-            self.seen.judged(record.process)
+            # Only a verdict on what this filter handed on: others would grow the LRU
+            # without bound within a round (none of them is ever evicted while it is new).
+            if not self.seen.judged(record.process):
+                self.meter.inc(RECORDS_REFUSED, stage="filter", reason="not_handed_on")
             self.meter.set(FILTER_INFLIGHT, self.seen.inflight)
             return ()
         assert isinstance(record, Workloads)  # noqa: S101 - the runner checks `accepts`

@@ -12,6 +12,8 @@ import os
 
 import msgspec
 
+from stages.redact import strip_userinfo
+
 # The environment variables a workspace is identified by, and the Workspace field each fills.
 WORKSPACE_ENV = {
     "GITPOD_OWNER_ID": "owner_id",
@@ -20,6 +22,8 @@ WORKSPACE_ENV = {
     "GITPOD_WORKSPACE_CONTEXT_URL": "git_url",
 }
 _WORKSPACE_ENV_KEYS = frozenset(k.encode() for k in WORKSPACE_ENV)
+# The one that is a URL: a credential in its userinfo never enters a record.
+_URL_ENV = "GITPOD_WORKSPACE_CONTEXT_URL"
 
 STAT_MAX_BYTES = 4096  # the kernel's line is under 1 KiB even with every field at its widest
 STAT_READ = STAT_MAX_BYTES + 1  # one byte more than a stat line may have: a longer one is cut
@@ -114,7 +118,8 @@ def parse_gitpod_env(data: bytes, *, truncated: bool = False) -> dict[str, str]:
     D5: the file is split into whole NUL-separated entries; the key is the text before the
     first ``=``, compared exactly, and the last occurrence wins. A value of any length cannot
     smuggle an entry in. When the read was cut at its bound the last entry is incomplete and
-    is dropped.
+    is dropped. Only these variables are kept (no other environment value leaves scan), and
+    userinfo (``user:token@``) is stripped from the context URL (``stages.redact``).
     """
     entries = data.split(b"\0")
     if truncated:
@@ -126,6 +131,8 @@ def parse_gitpod_env(data: bytes, *, truncated: bool = False) -> dict[str, str]:
         key, sep, value = entry.partition(b"=")
         if sep and key in _WORKSPACE_ENV_KEYS:
             found[key.decode()] = decode(value)
+    if _URL_ENV in found:
+        found[_URL_ENV] = strip_userinfo(found[_URL_ENV])
     return found
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
+from stages.base.catalog import RECORDS_REFUSED, TREE_LATE_SHARDS, TREE_MISSING_SHARDS
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, Round, ShardScan
+
+MAX_SHARDS = 64  # scan.shards is at most this
+# How far ahead of the wall clock a round id may be (clocks of separate hosts differ a
+# little): this many rounds, and at least this many seconds.
+AHEAD_ROUNDS = 3
+AHEAD_SECONDS = 5.0
 
 
 def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
@@ -33,20 +39,35 @@ def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
 class TreeStage(Stage):
     """Collects the shards of each round and emits the round when all have come, or when
     ``grace`` has passed since its first shard (the missing ones are counted). Rounds are
-    emitted in order; a shard of a round already emitted is late and counted."""
+    emitted in order; a shard of a round already emitted is late and counted.
+
+    Rounds are numbered ``time // interval`` by the scan shards. A shard no real scan sends
+    is refused and counted (``procsmith_stage_records_refused_total{stage="tree"}``) before
+    it can change anything: a round id far ahead of the clock (``round_ahead``: adopted, it
+    would make every later real round "late" for good) and shard numbers out of range
+    (``bad_shard``: a count of 2**40 shards would be listed as missing). ``interval`` None
+    leaves the round clock unchecked (unit tests of the merge).
+    """
 
     accepts = (ShardScan,)
 
-    def __init__(self, shards: int, grace: float, meter: Meter) -> None:
+    def __init__(
+        self, shards: int, grace: float, meter: Meter, *, interval: float | None = None
+    ) -> None:
         self.shards = shards
         self.grace = grace
         self.meter = meter
+        self.interval = interval
         self._pending: dict[int, list[ShardScan]] = {}
         self._first_seen: dict[int, float] = {}
         self._emitted_upto = -1
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, ShardScan)  # noqa: S101 - the runner checks `accepts`
+        refused = self._refusal(record, now)
+        if refused is not None:
+            self.meter.inc(RECORDS_REFUSED, stage="tree", reason=refused)
+            return ()
         if record.round_id <= self._emitted_upto:
             self.meter.inc(TREE_LATE_SHARDS)
             return ()
@@ -57,6 +78,15 @@ class TreeStage(Stage):
         if len(shards) >= max(self.shards, record.shards):
             return self._emit_upto(record.round_id)
         return ()
+
+    def _refusal(self, record: ShardScan, now: float) -> str | None:
+        if not (1 <= record.shards <= MAX_SHARDS and 0 <= record.shard < record.shards):
+            return "bad_shard"
+        if self.interval is not None:
+            ahead = max(AHEAD_ROUNDS * self.interval, AHEAD_SECONDS)
+            if record.round_id > (now + ahead) // self.interval:
+                return "round_ahead"
+        return None
 
     def next_tick(self, now: float) -> float | None:
         if not self._first_seen:

@@ -1,6 +1,9 @@
 """docker-compose.yml: validated by a real compose parser, and the very stage commands it
 names started as plain processes on loopback tcp form a working pipeline (issue #3).
 
+The stages talk tcp with CURVE keys: each one started here gets a directory holding exactly
+the secrets its service lists, as compose would mount them under /run/secrets.
+
 No Docker engine runs here. Compose's own loader resolves YAML anchors and merge keys before
 it validates; PyYAML does that part here, and compose-spec (bindings to the Rust compose_spec
 crate) validates the result strictly: unknown keys, wrong types, bad volume syntax.
@@ -9,9 +12,11 @@ crate) validates the result strictly: unknown keys, wrong types, bad volume synt
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +25,18 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
+from pipeline.keyring import ROLES, generate_keys
 from simulation.fakeproc import FakeProcfs
 from simulation.harness import procsmith, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 PIPELINE = {"scan-0", "scan-1", "tree", "classify", "filter", "match", "enforce"}
+SECRETS_DIR = "/run/secrets"  # where compose mounts a service's secrets
+
+
+def role_of(service: str) -> str:
+    return service.split("-", maxsplit=1)[0]
 
 
 def services() -> dict[str, Any]:
@@ -37,7 +48,7 @@ def services() -> dict[str, Any]:
 
 def test_compose_file_is_valid_and_complete() -> None:
     svc = services()
-    assert set(svc) == PIPELINE | {"taphub", "tap"}
+    assert set(svc) == PIPELINE | {"taphub", "tap", "keys"}
     for name, s in svc.items():
         for dep in s.get("depends_on", []):
             assert dep in svc, f"{name} depends on unknown {dep}"
@@ -53,6 +64,26 @@ def test_compose_file_is_valid_and_complete() -> None:
         assert svc[name]["profiles"] == ["debug"]
     assert "build" in svc["scan-0"]
     assert {s["image"] for s in svc.values()} == {"procsmith:local"}
+    assert svc["keys"]["profiles"] == ["setup"]
+    assert svc["keys"]["command"][:2] == ["keys", "generate"]
+
+
+def test_every_service_gets_all_public_keys_and_only_its_own_secret() -> None:
+    data = yaml.safe_load(COMPOSE.read_text())
+    declared = data["secrets"]
+    publics = {f"{role}.key" for role in ROLES}
+    for name, s in data["services"].items():
+        if name == "keys":
+            assert "secrets" not in s  # it writes them; it is given none
+            continue
+        given = set(s["secrets"])
+        assert given <= declared.keys(), name
+        assert given == publics | {f"{role_of(name)}.key_secret"}, name
+    for name, secret in declared.items():
+        assert secret == {"file": f"./keys/{name}"}
+    compose_config = tomllib.loads((ROOT / "config" / "compose.toml").read_text())
+    assert compose_config["transport"]["keys_dir"] == SECRETS_DIR
+    assert compose_config["transport"].get("insecure", False) is False
 
 
 @pytest.mark.parametrize(
@@ -95,7 +126,18 @@ def local_command(command: list[str]) -> list[str]:
     return procsmith(*out)
 
 
+def mount_secrets(keys: Path, service: dict[str, Any], into: Path) -> Path:
+    """What compose mounts under /run/secrets for ``service``: the files it lists, only."""
+    into.mkdir(mode=0o700)
+    for name in service["secrets"]:
+        shutil.copy2(keys / name, into / name)
+    return into
+
+
 def test_compose_commands_form_a_working_pipeline(tmp_path: Path) -> None:
+    """Over tcp with CURVE: each stage started as compose would, with its secrets only."""
+    keys = tmp_path / "keys"
+    generate_keys(keys)
     fs = FakeProcfs(tmp_path / "proc", atomic=True)
     fs.add(1, 0, ["/sbin/init"])
     fs.workspace(10, 11, workspace_id="ws-compose")
@@ -116,10 +158,12 @@ def test_compose_commands_form_a_working_pipeline(tmp_path: Path) -> None:
         with findings.open("wb") as out, (tmp_path / "stages.log").open("wb") as log:
             for name in sorted(PIPELINE | {"taphub"}):
                 replicas = svc[name].get("deploy", {}).get("replicas", 1)
+                secrets = mount_secrets(keys, svc[name], tmp_path / f"secrets-{name}")
+                own = {**env, "PROCSMITH_TRANSPORT__KEYS_DIR": str(secrets)}
                 for _ in range(replicas):
                     stdout = out if name == "enforce" else log
                     cmd = local_command(svc[name]["command"])
-                    procs.append(subprocess.Popen(cmd, env=env, stdout=stdout, stderr=log))
+                    procs.append(subprocess.Popen(cmd, env=own, stdout=stdout, stderr=log))
         fs.add(20, 11, ["./xmrig", "--donate-level", "1"])
         line = wait_until("a finding", findings.read_bytes, log=tmp_path / "stages.log")
         finding = orjson.loads(line.splitlines()[0])

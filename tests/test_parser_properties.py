@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from simulation.fakeproc import argv_bytes, stat_line
 from stages.procfs import WORKSPACE_ENV, decode, parse_cmdline, parse_gitpod_env, parse_stat
+from stages.redact import strip_userinfo
 
 # Bytes biased towards the ones that matter to the parsers.
 procfs_bytes = st.lists(
@@ -85,4 +86,20 @@ def test_environ_values_cannot_smuggle_entries(env: dict[str, str], noise: str) 
     raw = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
     raw += b"NOISE=" + noise.encode() + b"GITPOD_WORKSPACE_ID=spoofed\0"
     expected = {k: v.encode().decode("utf-8", "backslashreplace") for k, v in env.items()}
+    if "GITPOD_WORKSPACE_CONTEXT_URL" in expected:  # its userinfo is stripped (issue #12)
+        url = expected["GITPOD_WORKSPACE_CONTEXT_URL"]
+        expected["GITPOD_WORKSPACE_CONTEXT_URL"] = strip_userinfo(url)
     assert parse_gitpod_env(raw) == expected
+
+
+@given(
+    st.text(max_size=200).filter(lambda s: "\0" not in s),
+    st.sampled_from(["https://", "http://", "ssh://", "git+https://", "prebuild/https://"]),
+)
+def test_environ_context_url_never_carries_userinfo(secret: str, scheme: str) -> None:
+    token = "tok" + "".join(c for c in secret if c.isalnum())[:40]
+    url = f"{scheme}oauth2:{token}@github.com/o/r"
+    raw = b"PATH=/bin\0GITPOD_WORKSPACE_CONTEXT_URL=" + url.encode() + b"\0OTHER=x\0"
+    env = parse_gitpod_env(raw)
+    assert env == {"GITPOD_WORKSPACE_CONTEXT_URL": f"{scheme}github.com/o/r"}
+    assert token not in "".join(env.values())

@@ -86,3 +86,42 @@ def test_metrics_port_in_use() -> None:
         taken.listen()
         addr = f"127.0.0.1:{taken.getsockname()[1]}"
         refused(["run", "--metrics-addr", addr], {}, f"cannot serve metrics on {addr}", "in use")
+
+
+TCP = {"PROCSMITH_TRANSPORT__KIND": "tcp"}
+
+
+@pytest.mark.parametrize("args", [["run"], ["stage", "tree"], ["stage", "taphub"], ["tap"]])
+def test_tcp_without_keys_is_refused(args: list[str]) -> None:
+    """Issue #12: unauthenticated tcp only when the config says so (insecure = true)."""
+    refused(args, TCP, "transport.keys_dir", "procsmith keys generate", "transport.insecure")
+
+
+@pytest.mark.parametrize("args", [["run"], ["stage", "enforce"], ["tap"]])
+def test_tcp_with_a_key_directory_that_is_not_there(tmp_path: Path, args: list[str]) -> None:
+    missing = tmp_path / "no-keys"
+    refused(args, {**TCP, "PROCSMITH_TRANSPORT__KEYS_DIR": str(missing)}, str(missing))
+
+
+def test_tcp_with_keys_missing_a_secret(tmp_path: Path) -> None:
+    from pipeline.keyring import generate_keys  # noqa: PLC0415 - loads zmq
+
+    keys = tmp_path / "keys"
+    generate_keys(keys)
+    (keys / "tree.key_secret").unlink()
+    env = {**TCP, "PROCSMITH_TRANSPORT__KEYS_DIR": str(keys)}
+    refused(["stage", "tree"], env, "tree.key_secret")
+
+
+def test_run_dir_through_a_symlink(tmp_path: Path) -> None:
+    """A symlink to a private directory (here one of another uid's, as an attacker would
+    leave it, and one of our own) is refused, wherever it is in the path."""
+    for owner in (65534, os.geteuid()):
+        target = short_run_dir()
+        os.chown(target, owner, -1)
+        link = short_run_dir() / "link"
+        link.symlink_to(target)
+        for run_dir in (link, link / "sub"):
+            for args in (["run"], ["stage", "tree"]):
+                refused(args, {"PROCSMITH_TRANSPORT__RUN_DIR": str(run_dir)}, "symlink")
+        assert not (target / "sub").exists()

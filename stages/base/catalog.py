@@ -55,6 +55,12 @@ MATCH_FINDINGS = "procsmith_match_findings_total"
 ENFORCE_PENALTIES = "procsmith_enforce_penalties_total"
 ENFORCE_PENALTY_FAILURES = "procsmith_enforce_penalty_failures_total"
 ENFORCE_WRITE_ERRORS = "procsmith_enforce_write_errors_total"
+# transport security (pipeline/curve.py; wired in by the runner and the tap hub)
+TRANSPORT_PEERS_REFUSED = "procsmith_transport_peers_refused_total"
+TRANSPORT_INSECURE = "procsmith_transport_insecure"
+# issue 12 (trust boundary): penalties enforce refused because procfs did not confirm the
+# finding (stages/verify.py)
+ENFORCE_PENALTIES_REFUSED = "procsmith_enforce_penalties_refused_total"
 
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
@@ -77,7 +83,8 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(
             RECORDS_REFUSED,
             "counter",
-            "frames a stage received and dropped, by reason (malformed, unexpected type)",
+            "frames a stage received and dropped, by reason (malformed, unexpected type, or a "
+            "value no real peer sends: round_ahead, bad_shard, not_handed_on)",
             ("stage", "reason"),
         ),
         MetricSpec(
@@ -138,6 +145,27 @@ CATALOG: dict[str, MetricSpec] = {
             ("action", "reason"),
         ),
         MetricSpec(ENFORCE_WRITE_ERRORS, "counter", "findings that could not be written out"),
+        MetricSpec(
+            TRANSPORT_PEERS_REFUSED,
+            "counter",
+            "connections to a tcp endpoint refused before any frame was read, by reason "
+            "(unknown_key, no_curve, protocol, handshake)",
+            ("stage", "endpoint", "reason"),
+        ),
+        MetricSpec(
+            TRANSPORT_INSECURE,
+            "gauge",
+            "1 when this stage runs tcp without CURVE (transport.insecure = true)",
+            ("stage",),
+        ),
+        # issue 12 (trust boundary)
+        MetricSpec(
+            ENFORCE_PENALTIES_REFUSED,
+            "counter",
+            "penalties not applied because procfs did not confirm the finding's target is "
+            "inside its workspace, by reason",
+            ("reason",),
+        ),
     )
 }
 
