@@ -184,10 +184,10 @@ class Enforcer:
         if ws is None:
             raise PenaltyFailed("no_workspace")
         if ws.provider == "cgroup":
-            self._verify(finding)
             if self._mounts is None:
                 self._mounts = mount_map(self.proc_root, self.cgroup_root)
-            # kill_container confirms the target once more, itself, right before the kill.
+            # kill_container applies the cgroup rule (stages.verify_cgroup) itself, right
+            # before the kill; what it does not confirm is a failure with its reason.
             kill_container(self.proc_root, self._mounts, proc.pid, proc.starttime, ws)
         else:
             confirm = self._confirmed(finding, started_by(proc.starttime))
