@@ -54,6 +54,8 @@ def enforcer(config: Config, meter: Meter) -> enforce.Enforcer:
             },
             exec_command=e.exec_command,
             exec_timeout=e.exec_timeout,
+            fsync=e.fsync,
+            backlog=e.backlog,
         )
     except enforce.OutputUnavailable as err:
         raise ConfigError(f"enforce.output: {err}") from None

@@ -56,6 +56,15 @@ ENFORCE_PENALTIES = "procsmith_enforce_penalties_total"
 ENFORCE_PENALTY_FAILURES = "procsmith_enforce_penalty_failures_total"
 ENFORCE_WRITE_ERRORS = "procsmith_enforce_write_errors_total"
 
+# Issue 13, faults and floods: held findings, stalls, missing shards.
+ENFORCE_BACKLOG = "procsmith_enforce_backlog"
+ENFORCE_OUTPUT_FAILING = "procsmith_enforce_output_failing"
+ENFORCE_BACKLOG_REFUSED = "procsmith_enforce_backlog_refused_total"
+STAGE_HEARTBEAT = "procsmith_stage_heartbeat_timestamp_seconds"
+STAGE_STALLS = "procsmith_stage_stalls_total"
+TREE_SHARD_MISSING_ROUNDS = "procsmith_tree_shard_missing_rounds"
+HTTP_DROPPED = "procsmith_http_connections_dropped_total"
+
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -138,5 +147,50 @@ CATALOG: dict[str, MetricSpec] = {
             ("action", "reason"),
         ),
         MetricSpec(ENFORCE_WRITE_ERRORS, "counter", "findings that could not be written out"),
+        # Issue 13, faults and floods
+        MetricSpec(
+            ENFORCE_BACKLOG,
+            "gauge",
+            "findings held by enforce because an output could not take them yet",
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            ENFORCE_OUTPUT_FAILING,
+            "gauge",
+            "1 while the last write of a finding to an output failed, by output and errno",
+            ("output", "reason"),
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            ENFORCE_BACKLOG_REFUSED,
+            "counter",
+            "findings left unacknowledged because enforce's backlog was full",
+        ),
+        MetricSpec(
+            STAGE_HEARTBEAT,
+            "gauge",
+            "when a stage process last went round its loop (unix time)",
+            ("stage", "instance"),
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            STAGE_STALLS,
+            "counter",
+            "stage processes that made no progress within supervisor.stall_timeout",
+            ("stage",),
+        ),
+        MetricSpec(
+            TREE_SHARD_MISSING_ROUNDS,
+            "gauge",
+            "consecutive rounds built without this scan shard",
+            ("shard",),
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            HTTP_DROPPED,
+            "counter",
+            "metrics/health connections closed unanswered, by reason (timeout, cap, too_big)",
+            ("reason",),
+        ),
     )
 }
