@@ -32,6 +32,7 @@ from stages.base.catalog import (
     RECORDS_IN,
     RECORDS_OUT,
     RECORDS_REFUSED,
+    STAGE_HEARTBEAT,
 )
 from stages.base.contract import Stage
 from stages.base.meter import Meter
@@ -42,6 +43,10 @@ log = logging.getLogger("procsmith.runner")
 RECEIVE_BATCH = 256  # frames taken per wake-up before timers get a look in
 PEER_WAIT = 1.0  # at start, how long to wait for the next stages to be connected
 _LOG_EVERY = 1000  # of a run of refused frames, log the first and every 1000th
+# The heartbeat the supervisor's stall check reads: written at most this often, and the
+# loop wakes at least this often to write it even when it has nothing to do.
+HEARTBEAT_EVERY = 0.5
+_IDLE_WAKE_MS = 1000
 
 
 class StageLoop:
@@ -62,6 +67,8 @@ class StageLoop:
         self.codec = Codec()
         self.drain_budget = config.transport.drain
         self.topic = f"{wiring.name}/{instance}".encode()
+        self.instance = str(instance)
+        self._last_beat = 0.0
         self._refused = 0
         self.sockets: list[zmq.Socket[bytes]] = []
 
@@ -126,7 +133,15 @@ class StageLoop:
             except zmq.Again:
                 return
 
+    def beat(self) -> None:
+        """Say this process still makes progress (see ``pipeline.liveness``)."""
+        now = time.time()
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            self._last_beat = now
+            self.meter.set(STAGE_HEARTBEAT, now, stage=self.name, instance=self.instance)
+
     def run(self, inbox: SignalInbox) -> None:
+        self.beat()
         self.wait_for_peers(inbox)
         poller = zmq.Poller()
         if self.input is not None:
@@ -136,13 +151,15 @@ class StageLoop:
             poller.register(self.monitor, zmq.POLLIN)
         poller.register(self.tap, zmq.POLLIN)
         while True:
+            self.beat()
             now = time.time()
             due = self.stage.next_tick(now)
             if due is not None and due <= now:
                 self.emit(self.stage.tick(now))
-                timeout: int | None = 0  # a look at signals and input even if ticks run late
+                timeout = 0  # a look at signals and input even if ticks run late
             else:
-                timeout = None if due is None else max(1, int((due - now) * 1000) + 1)
+                wait = _IDLE_WAKE_MS if due is None else max(1, int((due - now) * 1000) + 1)
+                timeout = min(wait, _IDLE_WAKE_MS)
             events = dict(poller.poll(timeout))
             if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
                 break
@@ -175,6 +192,7 @@ class StageLoop:
         return limit
 
     def accept(self, frame: bytes) -> None:
+        self.beat()  # a long batch of slow records is progress too
         self.meter.inc(RECORDS_IN, stage=self.name)
         try:
             record = self.codec.decode(frame)
@@ -279,5 +297,9 @@ def run_stage(
     finally:
         loop.close()
         ctx.term()
+    failure = stage.failure()
+    if failure is not None:
+        log.error("%s %d/%d stopped: %s", name, index, count, failure)
+        return exitcodes.FAILURE
     log.info("%s %d/%d stopped", name, index, count)
     return exitcodes.OK

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
+from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS, TREE_SHARD_MISSING_ROUNDS
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, Round, ShardScan
@@ -44,6 +44,7 @@ class TreeStage(Stage):
         self._pending: dict[int, list[ShardScan]] = {}
         self._first_seen: dict[int, float] = {}
         self._emitted_upto = -1
+        self._missing_streak: dict[int, int] = {}  # shard → consecutive rounds without it
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, ShardScan)  # noqa: S101 - the runner checks `accepts`
@@ -79,6 +80,16 @@ class TreeStage(Stage):
             rnd = merge(rid, shards, expected)
             if rnd.missing_shards:
                 self.meter.inc(TREE_MISSING_SHARDS, len(rnd.missing_shards))
+            self._count_streaks(expected, rnd.missing_shards)
             out.append(rnd)
         self._emitted_upto = round_id
         return out
+
+    def _count_streaks(self, expected: int, missing: Sequence[int]) -> None:
+        """Per shard, how many rounds in a row were built without it (the health check
+        calls a shard missing from ``supervisor.shard_missing_rounds`` of them unhealthy)."""
+        for k in range(expected):
+            streak = self._missing_streak.get(k, 0) + 1 if k in missing else 0
+            if streak != self._missing_streak.get(k):
+                self._missing_streak[k] = streak
+                self.meter.set(TREE_SHARD_MISSING_ROUNDS, streak, shard=str(k))
