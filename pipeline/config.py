@@ -87,6 +87,9 @@ class ScanConfig(_Section, frozen=True):
     shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     cmdline_max_bytes: ByteCount = 256 * 1024
     environ_max_bytes: ByteCount = 1024 * 1024
+    # A shard's round is sent in parts of about this many bytes each, however much argv
+    # the processes carry (keep it far below transport.max_message_bytes).
+    message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 << 20)] = 4 << 20
 
     def __post_init__(self) -> None:
         if self.interval < 0.05:

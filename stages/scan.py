@@ -17,6 +17,7 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
+from stages.parts import split
 from stages.procfs import (
     OPEN_FLAGS,
     STAT_READ,
@@ -332,11 +333,13 @@ class ShardReader:
 class ScanStage(Stage):
     """A source: reads its shard once per round. Rounds are numbered by wall-clock interval
     (``round_id = time // interval``), so separate shard processes agree on them without
-    talking; the first round starts at once."""
+    talking; the first round starts at once. A round goes out in parts of at most
+    ``message_bytes`` (see ``split``)."""
 
-    def __init__(self, reader: ShardReader, interval: float) -> None:
+    def __init__(self, reader: ShardReader, interval: float, message_bytes: int = 4 << 20) -> None:
         self.reader = reader
         self.interval = interval
+        self.message_bytes = message_bytes
         self._last: int | None = None
         reader.set_recheck(max(1, int(RECHECK_SECONDS / interval)))
 
@@ -346,7 +349,7 @@ class ScanStage(Stage):
 
     def tick(self, now: float) -> Sequence[Record]:
         self._last = int(now // self.interval)
-        return [self.reader.read(self._last)]
+        return split(self.reader.read(self._last), self.message_bytes)
 
     def close(self) -> None:
         self.reader.close()

@@ -8,18 +8,21 @@ from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS, TREE_SHAR
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, Round, ShardScan
+from stages.parts import complete_shards
 
 
 def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
     """One round from the shards that came; the ones that did not are listed as missing.
 
+    ``shards`` may hold several parts of a shard (``stages.parts``): a shard whose parts
+    did not all come is listed as missing, and the processes of the parts that did are kept.
     A pid reported twice (two shards configured with the same number) is kept once.
     """
     by_pid: dict[int, RawProcess] = {}
     for shard in shards:
         for proc in shard.procs:
             by_pid.setdefault(proc.pid, proc)
-    came = {s.shard for s in shards}
+    came = complete_shards(shards)
     proc_root = shards[0].proc_root if shards else ""
     return Round(
         round_id=round_id,
@@ -53,9 +56,9 @@ class TreeStage(Stage):
             return ()
         shards = self._pending.setdefault(record.round_id, [])
         self._first_seen.setdefault(record.round_id, now)
-        if all(s.shard != record.shard for s in shards):
+        if all((s.shard, s.part) != (record.shard, record.part) for s in shards):
             shards.append(record)
-        if len(shards) >= max(self.shards, record.shards):
+        if len(complete_shards(shards)) >= max(self.shards, record.shards):
             return self._emit_upto(record.round_id)
         return ()
 
