@@ -74,7 +74,12 @@ def build_stage(
     ``signatures`` are match's, compiled by the preflight checks."""
     if name == "scan":
         reader = scan_reader(config, meter, shard=index, shards=count)
-        return scan.ScanStage(reader, config.scan.interval, config.scan.message_bytes)
+        return scan.ScanStage(
+            reader,
+            config.scan.interval,
+            config.scan.message_bytes,
+            config.scan.round_argv_bytes,
+        )
     if name == "tree":
         return tree.TreeStage(config.scan.shards, config.tree.grace, meter)
     if name == "classify":

@@ -90,6 +90,9 @@ class ScanConfig(_Section, frozen=True):
     # A shard's round is sent in parts of about this many bytes each, however much argv
     # the processes carry (keep it far below transport.max_message_bytes).
     message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 << 20)] = 4 << 20
+    # The argv a shard's round carries in all: over it, the longest argv are cut (fairly,
+    # each keeping at least 4 KiB), which bounds what tree, classify and filter hold.
+    round_argv_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 30)] = 32 << 20
 
     def __post_init__(self) -> None:
         if self.interval < 0.05:

@@ -20,6 +20,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.builders import build_stage
 from pipeline.config import Config
+from pipeline.memory import return_freed_memory
 from pipeline.metrics import PromMeter, serve_in_thread
 from pipeline.preflight import Prepared, preflight
 from pipeline.signals import STOP_SIGNALS, SignalInbox
@@ -225,7 +226,9 @@ class StageLoop:
             out = self.routes.get(type(record))
             if out is not None:
                 try:
-                    out.send(payload, self.send_flags)
+                    # copy=False: ZeroMQ sends from the bytes object itself (a round can
+                    # be tens of MiB; a copy per send would double what the stage holds).
+                    out.send(payload, self.send_flags, copy=False)
                 except zmq.Again:
                     self.meter.inc(RECORDS_DROPPED, stage=self.name)
                     self.stage.dropped(record, now)
@@ -236,7 +239,7 @@ class StageLoop:
                     self.meter.inc(RECORDS_OUT, stage=self.name)
                     self.stage.sent(record, now)
             # The tap never blocks: with no subscriber, or a slow one, the frame is dropped.
-            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK)
+            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
 
     def drain(self) -> None:
         """Handle what is already queued (bounded in time), then what the stage holds."""
@@ -270,6 +273,7 @@ def run_stage(
     ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
     """
     wiring = WIRING[name]
+    return_freed_memory()
     if prepared is None:
         prepared = preflight(config, [name])
     count = count if count is not None else replicas(name, config)

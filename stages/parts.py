@@ -63,3 +63,57 @@ def complete_shards(parts: Iterable[ShardScan]) -> set[int]:
         if p.last:
             last[p.shard] = p.part
     return {k for k, n in last.items() if len(seen[k]) == n + 1 and max(seen[k]) == n}
+
+
+def argv_size(proc: RawProcess) -> int:
+    return sum(len(a) + 1 for a in proc.cmdline)
+
+
+def fair_cap(sizes: list[int], budget: int) -> int | None:
+    """The largest per-process cap with ``sum(min(s, cap)) <= budget`` (max-min fairness:
+    a process under the cap keeps all it has, and what it leaves goes to the others);
+    ``None`` when everything fits."""
+    if sum(sizes) <= budget:
+        return None
+    left, n = budget, len(sizes)
+    for i, size in enumerate(sorted(sizes)):
+        share = left // (n - i)
+        if size > share:
+            return share
+        left -= size
+    return None  # not reached: the sum is over the budget
+
+
+def cut_argv(argv: list[str], limit: int) -> list[str]:
+    """``argv``'s leading arguments, up to ``limit`` characters (NULs included)."""
+    out: list[str] = []
+    for arg in argv:
+        if limit <= 0:
+            break
+        out.append(arg[: limit - 1] if len(arg) + 1 > limit else arg)
+        limit -= len(arg) + 1
+    return out
+
+
+def within_argv_budget(scan: ShardScan, budget: int, floor: int) -> tuple[ShardScan, int]:
+    """``scan`` with its processes' argv cut so their total is at most ``budget`` (but no
+    process below ``floor`` characters); returns it and how many processes were cut.
+
+    This is what bounds tree, classify and filter whatever a workspace does: a shard's
+    round carries at most ``max(budget, floor * processes)`` characters of argv. The cut is
+    fair, not first come: thousands of huge argv share the budget equally, and a process
+    with a short argv is never cut.
+    """
+    sizes = [argv_size(p) for p in scan.procs]
+    cap = fair_cap(sizes, budget)
+    if cap is None:
+        return scan, 0
+    cap = max(cap, floor)
+    procs, cut = [], 0
+    for proc, size in zip(scan.procs, sizes, strict=True):
+        if size > cap:
+            procs.append(msgspec.structs.replace(proc, cmdline=cut_argv(proc.cmdline, cap)))
+            cut += 1
+        else:
+            procs.append(proc)
+    return msgspec.structs.replace(scan, procs=procs), cut

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from stages.base.catalog import TREE_MISSING_SHARDS, TREE_SHARD_MISSING_ROUNDS
 from stages.base.meter import Tally
 from stages.base.schema import RawProcess, Round, ShardScan
-from stages.parts import complete_shards, split, wire_size
+from stages.parts import (
+    argv_size,
+    complete_shards,
+    cut_argv,
+    split,
+    wire_size,
+    within_argv_budget,
+)
 from stages.tree import TreeStage
 
 procs_st = st.lists(
@@ -78,3 +85,36 @@ def test_a_shard_with_a_part_lost_is_missing_and_its_streak_counted(tally: Tally
     tree.handle(ShardScan(10, 0, 2, "/proc", []), 100.0)
     tree.handle(ShardScan(10, 1, 2, "/proc", []), 100.0)
     assert tally.get(TREE_SHARD_MISSING_ROUNDS, shard="0") == 0
+
+
+@given(procs_st, st.integers(1, 20_000), st.integers(1, 500))
+def test_the_argv_budget_is_kept_fairly(procs: list[RawProcess], budget: int, floor: int) -> None:
+    scan = ShardScan(3, 1, 2, "/proc", procs)
+    kept, cut = within_argv_budget(scan, budget, floor)
+    after = [argv_size(p) for p in kept.procs]
+    assert sum(after) <= max(budget, floor * len(procs)) + len(procs)  # + a NUL each, at most
+    assert cut == sum(a != b for a, b in zip(procs, kept.procs, strict=True))
+    cap = max(after, default=0)
+    for before, now in zip(procs, kept.procs, strict=True):
+        assert (now.pid, now.starttime, now.comm) == (before.pid, before.starttime, before.comm)
+        assert "\0".join(before.cmdline).startswith("\0".join(now.cmdline))
+        if argv_size(before) <= max(floor, min(cap, budget)) and now.cmdline != before.cmdline:
+            raise AssertionError("an argv within its fair share was cut")
+
+
+@given(st.lists(st.text(max_size=50), max_size=8), st.integers(0, 400))
+def test_cut_argv_is_a_prefix_within_the_limit(argv: list[str], limit: int) -> None:
+    out = cut_argv(argv, limit)
+    assert sum(len(a) + 1 for a in out) <= limit + 1
+    assert "\0".join(argv).startswith("\0".join(out))
+    if sum(len(a) + 1 for a in argv) <= limit:
+        assert out == argv
+
+
+def test_a_flood_shares_the_budget_and_a_short_argv_is_untouched() -> None:
+    flood = [RawProcess(p, 1, 1, "node", ["node", "x" * 300_000]) for p in range(2, 1002)]
+    miner = RawProcess(5000, 1, 1, "xmrig", ["./xmrig", "-o", "pool.example.invalid:3333"])
+    kept, cut = within_argv_budget(ShardScan(1, 0, 1, "/proc", [*flood, miner]), 32 << 20, 4096)
+    assert cut == 1000
+    assert kept.procs[-1] == miner
+    assert all(argv_size(p) <= (32 << 20) // 1000 for p in kept.procs[:-1])
