@@ -64,6 +64,8 @@ STAGE_HEARTBEAT = "procsmith_stage_heartbeat_timestamp_seconds"
 STAGE_STALLS = "procsmith_stage_stalls_total"
 TREE_SHARD_MISSING_ROUNDS = "procsmith_tree_shard_missing_rounds"
 HTTP_DROPPED = "procsmith_http_connections_dropped_total"
+MATCH_QUEUED = "procsmith_match_queued"
+MATCH_QUEUE_REFUSED = "procsmith_match_queue_refused_total"
 
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
@@ -191,6 +193,17 @@ CATALOG: dict[str, MetricSpec] = {
             "counter",
             "metrics/health connections closed unanswered, by reason (timeout, cap, too_big)",
             ("reason",),
+        ),
+        MetricSpec(
+            MATCH_QUEUED,
+            "gauge",
+            "processes waiting in match replicas to be judged",
+            mode="livesum",
+        ),
+        MetricSpec(
+            MATCH_QUEUE_REFUSED,
+            "counter",
+            "processes match refused because their workspace had its share queued",
         ),
     )
 }

@@ -1,0 +1,87 @@
+"""match's queue serves workspaces in turn, new executables first (issue 13)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stages.base.schema import Kind, Process, Workspace
+from stages.fairqueue import FairQueue
+
+
+def proc(pid: int, ws: str | None, exe: int = 1) -> Process:
+    workspace = Workspace("o", ws, "i", "g", 1) if ws is not None else None
+    return Process(
+        pid,
+        1,
+        100 + pid,
+        0,
+        f"/proc/{pid}/exe",
+        [],
+        Kind.USER_WORKLOAD,
+        workspace,
+        exe_dev=1,
+        exe_ino=exe,
+    )
+
+
+def drain(q: FairQueue) -> list[Process]:
+    out = []
+    while (p := q.pop()) is not None:
+        out.append(p)
+    return out
+
+
+arrivals = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(1, 4)), max_size=80
+)
+
+
+@given(arrivals)
+def test_every_process_once_and_workspaces_in_turn(items: list[tuple[str | None, int]]) -> None:
+    q = FairQueue(per_workspace=1000)
+    for pid, (ws, exe) in enumerate(items, start=2):
+        assert q.push(proc(pid, ws, exe))
+    assert len(q) == len(items)
+    out = drain(q)
+    assert sorted(p.pid for p in out) == list(range(2, len(items) + 2))
+    # Round-robin: while a workspace still has processes waiting, no other is served twice
+    # before it is served once.
+    left = {ws: sum(1 for w, _ in items if w == ws) for ws, _ in items}
+    since: dict[str | None, int] = dict.fromkeys(left, 0)
+    for p in out:
+        ws = p.workspace.workspace_id if p.workspace else None
+        for other in list(since):
+            if other != ws and left[other]:
+                since[other] += 1
+                assert since[other] <= len(left)
+        since[ws] = 0
+        left[ws] -= 1
+
+
+def test_a_flood_waits_behind_one_turn_of_each_other_workspace() -> None:
+    q = FairQueue()
+    for pid in range(2, 502):
+        q.push(proc(pid, "flood", exe=7))
+    q.push(proc(900, "victim", exe=8))
+    served = [q.pop() for _ in range(2)]
+    assert 900 in [p.pid for p in served if p is not None]
+
+
+def test_new_executables_go_before_repeats_within_a_workspace() -> None:
+    q = FairQueue()
+    q.push(proc(2, "a", exe=7))
+    assert [p.pid for p in drain(q)] == [2]  # exe 7 has been judged now
+    for pid in (3, 4):
+        q.push(proc(pid, "a", exe=7))
+    q.push(proc(5, "a", exe=9))
+    assert [p.pid for p in drain(q)] == [5, 3, 4]
+
+
+def test_a_workspace_over_its_share_is_refused_and_a_repeat_offer_queued_once() -> None:
+    q = FairQueue(per_workspace=2)
+    assert q.push(proc(2, "a")) and q.push(proc(3, "a"))
+    assert not q.push(proc(4, "a"))
+    assert q.push(proc(2, "a"))  # already waiting: taken, not queued again
+    assert q.push(proc(5, "b"))
+    assert len(q) == 3 and q.workspaces() == 2
