@@ -18,6 +18,7 @@ import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from pipeline.bounds import link_hwm
 from pipeline.builders import build_stage
 from pipeline.config import Config
 from pipeline.memory import return_freed_memory
@@ -75,7 +76,8 @@ class StageLoop:
 
         def sock(kind: int, endpoint: str, bind: bool) -> zmq.Socket[bytes]:
             addr = endpoints.bind(endpoint) if bind else endpoints.connect(endpoint)
-            s = open_socket(ctx, kind, addr, bind=bind, config=config.transport)
+            hwm = link_hwm(endpoint, config)
+            s = open_socket(ctx, kind, addr, bind=bind, config=config.transport, hwm=hwm)
             self.sockets.append(s)
             return s
 

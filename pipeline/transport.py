@@ -100,12 +100,14 @@ def open_socket(
     *,
     bind: bool,
     config: TransportConfig,
+    hwm: int | None = None,
 ) -> zmq.Socket[bytes]:
-    """A socket with the options every procsmith socket has set explicitly."""
+    """A socket with the options every procsmith socket has set explicitly (``hwm``:
+    instead of ``transport.hwm``, for a link of large messages)."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, int(config.linger * 1000))
-    sock.setsockopt(zmq.SNDHWM, config.hwm)
-    sock.setsockopt(zmq.RCVHWM, config.hwm)
+    sock.setsockopt(zmq.SNDHWM, hwm or config.hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm or config.hwm)
     if kind in (zmq.PULL, zmq.SUB, zmq.XSUB, zmq.XPUB):
         sock.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
     if kind in (zmq.PUSH, zmq.PUB) and not bind:
