@@ -18,5 +18,5 @@ def link_hwm(endpoint: str, config: Config) -> int:
     if endpoint != "tree":
         return config.transport.hwm
     scan = config.scan
-    parts = 2 * scan.round_argv_bytes // scan.message_bytes
+    parts = 2 * (scan.round_argv_bytes // scan.shards) // scan.message_bytes
     return max(MIN_HWM, min(config.transport.hwm, parts))

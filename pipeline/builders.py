@@ -78,7 +78,7 @@ def build_stage(
             reader,
             config.scan.interval,
             config.scan.message_bytes,
-            config.scan.round_argv_bytes,
+            config.scan.round_argv_bytes // config.scan.shards,  # this shard's share
         )
     if name == "tree":
         return tree.TreeStage(config.scan.shards, config.tree.grace, meter)

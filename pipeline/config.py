@@ -90,9 +90,10 @@ class ScanConfig(_Section, frozen=True):
     # A shard's round is sent in parts of about this many bytes each, however much argv
     # the processes carry (keep it far below transport.max_message_bytes).
     message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 << 20)] = 4 << 20
-    # The argv a shard's round carries in all: over it, the longest argv are cut (fairly,
-    # each keeping at least 4 KiB), which bounds what tree, classify and filter hold.
-    round_argv_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 30)] = 32 << 20
+    # The argv a round carries in all, shared equally by the shards: over a shard's share
+    # the longest argv are cut (fairly, each keeping at least 4 KiB), which bounds what
+    # tree, classify and filter hold.
+    round_argv_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 30)] = 64 << 20
 
     def __post_init__(self) -> None:
         if self.interval < 0.05:
@@ -232,6 +233,17 @@ class Config(_Section, frozen=True):
     enforce: EnforceConfig = msgspec.field(default_factory=EnforceConfig)
     transport: TransportConfig = msgspec.field(default_factory=TransportConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+
+    def __post_init__(self) -> None:
+        # One scan of an executable is progress the heartbeat cannot see inside of.
+        if self.supervisor.stall_timeout <= self.match.scan_timeout:
+            raise ValueError("supervisor.stall_timeout must be longer than match.scan_timeout")
+        # A round travels as one frame after tree: its argv must leave room in one.
+        if self.scan.round_argv_bytes > self.transport.max_message_bytes // 2:
+            raise ValueError(
+                "scan.round_argv_bytes must be at most half of transport.max_message_bytes "
+                "(a round travels as one frame after tree)"
+            )
 
 
 class ConfigError(Exception):

@@ -46,7 +46,7 @@ log = logging.getLogger("procsmith.supervisor")
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-STALL_CHECK_EVERY = 0.5  # seconds between two looks at the stages' heartbeats
+STALL_CHECK_EVERY = 1.0  # seconds between two looks at the stages' heartbeats
 
 
 class CrashLoop(Exception):

@@ -339,7 +339,8 @@ class ScanStage(Stage):
     """A source: reads its shard once per round. Rounds are numbered by wall-clock interval
     (``round_id = time // interval``), so separate shard processes agree on them without
     talking; the first round starts at once. A round goes out in parts of at most
-    ``message_bytes`` (see ``split``), its argv cut to ``round_argv_bytes`` in all."""
+    ``message_bytes`` (see ``split``), its argv cut to ``round_argv_bytes`` (this shard's
+    share of a round's argv budget) in all."""
 
     def __init__(
         self,

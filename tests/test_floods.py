@@ -39,7 +39,7 @@ def test_a_blinding_argv_flood_on_one_shard_leaves_the_other_workspace_judged() 
         "PROCSMITH_TREE__GRACE": "500ms",
         "PROCSMITH_TRANSPORT__MAX_MESSAGE_BYTES": str(8 * MiB),
         "PROCSMITH_SCAN__MESSAGE_BYTES": str(MiB),
-        "PROCSMITH_SCAN__ROUND_ARGV_BYTES": str(2 * MiB),
+        "PROCSMITH_SCAN__ROUND_ARGV_BYTES": str(2 * MiB),  # 1 MiB a shard
     }
     with shm_procfs() as fs:
         two_workspaces(fs)
