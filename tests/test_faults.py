@@ -198,6 +198,7 @@ def test_stalled_stages_and_a_missing_shard_are_named_by_health(tmp_path: Path) 
     fs = tree_with_workspace(tmp_path / "proc")
     env = {
         "PROCSMITH_SUPERVISOR__STALL_TIMEOUT": "3s",
+        "PROCSMITH_MATCH__SCAN_TIMEOUT": "1s",  # the stall timeout must be longer
         "PROCSMITH_SUPERVISOR__RESTART_STALLED": "false",
     }
     with Pipeline(fs.root, env) as pipe:
@@ -232,6 +233,7 @@ def test_a_stalled_match_is_killed_and_restarted(tmp_path: Path) -> None:
     fs = tree_with_workspace(tmp_path / "proc")
     env = {
         "PROCSMITH_SUPERVISOR__STALL_TIMEOUT": "3s",
+        "PROCSMITH_MATCH__SCAN_TIMEOUT": "1s",  # the stall timeout must be longer
         "PROCSMITH_MATCH__REPLICAS": "1",
         "PROCSMITH_FILTER__ACK_TIMEOUT": "2s",
     }
@@ -316,3 +318,22 @@ def test_every_bad_key_is_named(tmp_path: Path) -> None:
         load_config(path)
     for where in ("$.scan.shards", "$.scan.interval", "$.match.replicas", "field `bogus`"):
         assert where in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[supervisor]\nstall_timeout = '5s'\n", "longer than match.scan_timeout"),
+        (
+            f"[scan]\nround_argv_bytes = {64 << 20}\n[transport]\nmax_message_bytes = {64 << 20}\n",
+            "at most half of transport.max_message_bytes",
+        ),
+    ],
+)
+def test_bounds_that_depend_on_each_other_are_checked(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words):
+        load_config(path)
