@@ -45,6 +45,7 @@ from stages.signatures.exefile import open_regular, read_prefix
 
 log = logging.getLogger("procsmith.match")
 
+FINISH_BUDGET = 0.5  # seconds a stopping match spends on what it still has queued
 # Why an executable could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
 
@@ -170,6 +171,15 @@ class MatchStage(Stage):
         record = self.queue.pop()
         self._count()
         return self.judge(record) if record is not None else ()
+
+    def finish(self, now: float) -> Sequence[Record]:
+        """At stop, judge what is queued for at most ``FINISH_BUDGET`` seconds (enforce
+        stops after match, so a finding made now still gets written)."""
+        out: list[Record] = []
+        deadline = time.monotonic() + FINISH_BUDGET
+        while len(self.queue) and time.monotonic() < deadline:
+            out.extend(self.tick(now))
+        return out
 
     def _count(self) -> None:
         if len(self.queue) != self._counted:

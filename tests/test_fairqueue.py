@@ -5,8 +5,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stages.base.schema import Kind, Process, Workspace
+from pipeline.config import BUNDLED_CONFIG_DIR
+from stages.base.meter import Tally
+from stages.base.schema import Judged, Kind, Process, Workspace
 from stages.fairqueue import FairQueue
+from stages.match import Matcher, MatchStage
+from stages.signatures import load_signatures
 
 
 def proc(pid: int, ws: str | None, exe: int = 1) -> Process:
@@ -85,3 +89,18 @@ def test_a_workspace_over_its_share_is_refused_and_a_repeat_offer_queued_once() 
     assert q.push(proc(2, "a"))  # already waiting: taken, not queued again
     assert q.push(proc(5, "b"))
     assert len(q) == 3 and q.workspaces() == 2
+
+
+def test_a_stopping_match_judges_what_it_has_queued() -> None:
+    sigs = load_signatures([BUNDLED_CONFIG_DIR / "signatures.json"])
+    stage = MatchStage(Matcher(sigs, Tally(), max_exe_bytes=1 << 20, cache_size=8))
+    gone = [4_194_305, 4_194_306]  # over the largest pid_max: no such process
+    for pid in gone:
+        assert stage.handle(proc(pid, "a"), 0.0) == ()
+    assert stage.next_tick(0.0) == 0.0
+    judged = stage.finish(1.0)
+    assert [(r.process.pid, r.outcome) for r in judged if isinstance(r, Judged)] == [
+        (gone[0], "vanished"),
+        (gone[1], "vanished"),
+    ]
+    assert stage.next_tick(1.0) is None
