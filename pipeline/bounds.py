@@ -13,10 +13,16 @@ from pipeline.config import Config
 MIN_HWM = 4
 
 
+def shard_argv_budget(config: Config) -> int:
+    """A shard's share of a round's argv: ``scan.round_argv_bytes``, but never more than
+    half a frame (a round travels as one frame after tree), shared by the shards."""
+    budget = min(config.scan.round_argv_bytes, config.transport.max_message_bytes // 2)
+    return max(1, budget // config.scan.shards)
+
+
 def link_hwm(endpoint: str, config: Config) -> int:
     """The high-water mark (messages, each end) of the sockets of ``endpoint``."""
     if endpoint != "tree":
         return config.transport.hwm
-    scan = config.scan
-    parts = 2 * (scan.round_argv_bytes // scan.shards) // scan.message_bytes
+    parts = 2 * shard_argv_budget(config) // config.scan.message_bytes
     return max(MIN_HWM, min(config.transport.hwm, parts))

@@ -6,6 +6,7 @@ set); this module reads them out of the config, so no stage knows the config's s
 
 from __future__ import annotations
 
+from pipeline.bounds import shard_argv_budget
 from pipeline.config import Config, ConfigError
 from pipeline.wiring import STAGE_NAMES
 from stages import classify, enforce, filter, match, scan, tree
@@ -78,7 +79,7 @@ def build_stage(
             reader,
             config.scan.interval,
             config.scan.message_bytes,
-            config.scan.round_argv_bytes // config.scan.shards,  # this shard's share
+            shard_argv_budget(config),
         )
     if name == "tree":
         return tree.TreeStage(config.scan.shards, config.tree.grace, meter)

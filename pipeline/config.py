@@ -238,12 +238,6 @@ class Config(_Section, frozen=True):
         # One scan of an executable is progress the heartbeat cannot see inside of.
         if self.supervisor.stall_timeout <= self.match.scan_timeout:
             raise ValueError("supervisor.stall_timeout must be longer than match.scan_timeout")
-        # A round travels as one frame after tree: its argv must leave room in one.
-        if self.scan.round_argv_bytes > self.transport.max_message_bytes // 2:
-            raise ValueError(
-                "scan.round_argv_bytes must be at most half of transport.max_message_bytes "
-                "(a round travels as one frame after tree)"
-            )
 
 
 class ConfigError(Exception):

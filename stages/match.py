@@ -159,7 +159,7 @@ class MatchStage(Stage):
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Process)  # noqa: S101 - the runner checks `accepts`
-        if not self.queue.push(record):
+        if self.queue.push(record) is not None:
             self.matcher.meter.inc(MATCH_QUEUE_REFUSED)  # unacknowledged: offered again
         self._count()
         return ()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pipeline.config import BUNDLED_CONFIG_DIR
 from stages.base.meter import Tally
 from stages.base.schema import Judged, Kind, Process, Workspace
-from stages.fairqueue import FairQueue
+from stages.fairqueue import FairQueue, interleave
 from stages.match import Matcher, MatchStage
 from stages.signatures import load_signatures
 
@@ -43,9 +43,9 @@ arrivals = st.lists(
 
 @given(arrivals)
 def test_every_process_once_and_workspaces_in_turn(items: list[tuple[str | None, int]]) -> None:
-    q = FairQueue(per_workspace=1000)
+    q = FairQueue()
     for pid, (ws, exe) in enumerate(items, start=2):
-        assert q.push(proc(pid, ws, exe))
+        assert q.push(proc(pid, ws, exe)) is None
     assert len(q) == len(items)
     out = drain(q)
     assert sorted(p.pid for p in out) == list(range(2, len(items) + 2))
@@ -82,13 +82,40 @@ def test_new_executables_go_before_repeats_within_a_workspace() -> None:
     assert [p.pid for p in drain(q)] == [5, 3, 4]
 
 
-def test_a_workspace_over_its_share_is_refused_and_a_repeat_offer_queued_once() -> None:
-    q = FairQueue(per_workspace=2)
-    assert q.push(proc(2, "a")) and q.push(proc(3, "a"))
-    assert not q.push(proc(4, "a"))
-    assert q.push(proc(2, "a"))  # already waiting: taken, not queued again
-    assert q.push(proc(5, "b"))
-    assert len(q) == 3 and q.workspaces() == 2
+def test_when_full_the_workspace_with_the_most_queued_gives_way() -> None:
+    q = FairQueue(limit=3)
+    assert q.push(proc(2, "a")) is None and q.push(proc(3, "a")) is None
+    assert q.push(proc(4, "b")) is None
+    refused = q.push(proc(5, "a"))  # a has the most: its own newcomer is refused
+    assert refused is not None and refused.pid == 5
+    evicted = q.push(proc(6, "c"))  # c has none: a's newest makes room
+    assert evicted is not None and evicted.pid == 3
+    assert q.push(proc(2, "a")) is None  # already waiting: taken, not queued again
+    assert sorted(p.pid for p in drain(q)) == [2, 4, 6]
+
+
+def test_one_queued_before_its_executable_was_judged_waits_among_the_repeats() -> None:
+    q = FairQueue()
+    for pid in (2, 3, 4):
+        q.push(proc(pid, "a", exe=7))
+    q.push(proc(5, "a", exe=9))
+    assert [p.pid for p in drain(q)] == [2, 5, 3, 4]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", None]), st.integers(0, 9)), max_size=60))
+def test_interleave_takes_workspaces_in_turn_keeping_each_order(
+    items: list[tuple[str | None, int]],
+) -> None:
+    procs = [proc(pid, ws) for pid, (ws, _) in enumerate(items, start=2)]
+    out = interleave(procs)
+    assert sorted(p.pid for p in out) == [p.pid for p in procs]
+    for ws in {w for w, _ in items}:
+        mine = [p.pid for p in procs if (p.workspace.workspace_id if p.workspace else None) == ws]
+        assert [
+            p.pid for p in out if (p.workspace.workspace_id if p.workspace else None) == ws
+        ] == mine
+    firsts = out[: len({w for w, _ in items})]
+    assert len({p.workspace.workspace_id if p.workspace else None for p in firsts}) == len(firsts)
 
 
 def test_a_stopping_match_judges_what_it_has_queued() -> None:

@@ -324,10 +324,6 @@ def test_every_bad_key_is_named(tmp_path: Path) -> None:
     ("text", "words"),
     [
         ("[supervisor]\nstall_timeout = '5s'\n", "longer than match.scan_timeout"),
-        (
-            f"[scan]\nround_argv_bytes = {64 << 20}\n[transport]\nmax_message_bytes = {64 << 20}\n",
-            "at most half of transport.max_message_bytes",
-        ),
     ],
 )
 def test_bounds_that_depend_on_each_other_are_checked(
@@ -337,3 +333,13 @@ def test_bounds_that_depend_on_each_other_are_checked(
     path.write_text(text)
     with pytest.raises(ConfigError, match=words):
         load_config(path)
+
+
+def test_a_shards_argv_budget_never_exceeds_half_a_frame() -> None:
+    from pipeline.bounds import link_hwm, shard_argv_budget  # noqa: PLC0415 - only here
+
+    small = load_config(None, {"PROCSMITH_TRANSPORT__MAX_MESSAGE_BYTES": str(8 << 20)})
+    assert shard_argv_budget(small) == 2 << 20  # 4 MiB a round, 2 shards
+    assert shard_argv_budget(load_config()) == 32 << 20
+    assert link_hwm("tree", load_config()) == 16  # two rounds of 4 MiB parts
+    assert link_hwm("match", load_config()) == 1000

@@ -203,7 +203,8 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(
             MATCH_QUEUE_REFUSED,
             "counter",
-            "processes match refused because their workspace had its share queued",
+            "processes match refused (left unacknowledged) because its queue was full and "
+            "their workspace had the most queued",
         ),
     )
 }
