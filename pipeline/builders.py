@@ -6,6 +6,7 @@ set); this module reads them out of the config, so no stage knows the config's s
 
 from __future__ import annotations
 
+from pipeline.bounds import shard_argv_budget
 from pipeline.config import Config, ConfigError
 from pipeline.wiring import STAGE_NAMES
 from stages import classify, enforce, filter, match, podlist, providers, scan, tree
@@ -78,6 +79,8 @@ def enforcer(config: Config, meter: Meter) -> enforce.Enforcer:
             exec_command=e.exec_command,
             exec_timeout=e.exec_timeout,
             cgroup_root=config.workspaces.cgroup_root,
+            fsync=e.fsync,
+            backlog=e.backlog,
         )
     except enforce.OutputUnavailable as err:
         raise ConfigError(f"enforce.output: {err}") from None
@@ -96,7 +99,12 @@ def build_stage(
     ``signatures`` are match's, compiled by the preflight checks."""
     if name == "scan":
         reader = scan_reader(config, meter, shard=index, shards=count)
-        return scan.ScanStage(reader, config.scan.interval)
+        return scan.ScanStage(
+            reader,
+            config.scan.interval,
+            config.scan.message_bytes,
+            shard_argv_budget(config),
+        )
     if name == "tree":
         return tree.TreeStage(
             config.scan.shards, config.tree.grace, meter, interval=config.scan.interval

@@ -16,6 +16,8 @@ class Child:
     due: float = 0.0  # when to start it (again)
     restarts: int = 0
     crashes: collections.deque[float] = field(default_factory=collections.deque)
+    stalls: int = 0  # times it was found making no progress (supervisor.stall_timeout)
+    stalled_pid: int | None = None  # the process last found stalled (counted once)
 
     @property
     def label(self) -> str:

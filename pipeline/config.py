@@ -14,6 +14,7 @@ string otherwise (``1s``, ``/host/proc``).
 from __future__ import annotations
 
 import importlib.resources
+import math
 import os
 import re
 import tomllib
@@ -70,6 +71,8 @@ class Duration(float):
             seconds = float(m[1]) * cls._UNIT[m[2]]
         else:
             raise ValueError(f"expected a duration such as '250ms' or '2s', got {value!r}")
+        if not math.isfinite(seconds):
+            raise ValueError(f"duration {value!r} is not a finite number of seconds")
         if seconds < 0 or seconds > 86400:
             raise ValueError(f"duration {value!r} is outside 0s to 24h")
         return cls(seconds)
@@ -84,6 +87,13 @@ class ScanConfig(_Section, frozen=True):
     shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     cmdline_max_bytes: ByteCount = 256 * 1024
     environ_max_bytes: ByteCount = 1024 * 1024
+    # A shard's round is sent in parts of about this many bytes each, however much argv
+    # the processes carry (keep it far below transport.max_message_bytes).
+    message_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=64 << 20)] = 4 << 20
+    # The argv a round carries in all, shared equally by the shards: over a shard's share
+    # the longest argv are cut (fairly, each keeping at least 4 KiB), which bounds what
+    # tree, classify and filter hold.
+    round_argv_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 30)] = 64 << 20
 
     def __post_init__(self) -> None:
         if self.interval < 0.05:
@@ -139,9 +149,23 @@ class SupervisorConfig(_Section, frozen=True):
     stop_timeout: Duration = Duration(4.0)
     # How often `procsmith run` logs one line of what the node did (0s: never).
     summary_interval: Duration = Duration(60.0)
+    # A stage process whose heartbeat is older than this has stalled: /healthz names it, it
+    # is counted and (restart_stalled) killed and restarted.
+    stall_timeout: Duration = Duration(60.0)
+    restart_stalled: bool = True
+    # A scan shard left out of this many consecutive rounds makes the node unhealthy.
+    shard_missing_rounds: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    # An HTTP client gets this long for its whole request and answer; at most
+    # http_max_connections are open at once (the oldest is dropped for a new one).
+    http_timeout: Duration = Duration(2.0)
+    http_max_connections: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 16
 
     def __post_init__(self) -> None:
         parse_addr(self.metrics_addr)  # ValueError names the problem
+        if self.stall_timeout < 2:
+            raise ValueError("supervisor.stall_timeout must be at least 2s")
+        if self.http_timeout < 0.1:
+            raise ValueError("supervisor.http_timeout must be at least 100ms")
 
 
 class MatchConfig(_Section, frozen=True):
@@ -183,6 +207,10 @@ class EnforceConfig(_Section, frozen=True):
     penalties: PenaltiesConfig = msgspec.field(default_factory=PenaltiesConfig)
     exec_command: list[str] = msgspec.field(default_factory=list)
     exec_timeout: Duration = Duration(10.0)
+    # Each finding is fsync'ed before it counts as written; at most backlog findings wait
+    # for an output that fails (retried every second; /healthz says so meanwhile).
+    fsync: bool = True
+    backlog: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
     def __post_init__(self) -> None:
         exec_levels = [
@@ -250,6 +278,11 @@ class Config(_Section, frozen=True):
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     workspaces: WorkspacesConfig = msgspec.field(default_factory=WorkspacesConfig)
 
+    def __post_init__(self) -> None:
+        # One scan of an executable is progress the heartbeat cannot see inside of.
+        if self.supervisor.stall_timeout <= self.match.scan_timeout:
+            raise ValueError("supervisor.stall_timeout must be longer than match.scan_timeout")
+
 
 class ConfigError(Exception):
     """A config that cannot be used; the message names where and why."""
@@ -305,9 +338,54 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     try:
         config = msgspec.convert(data, Config, dec_hook=_decode_hook, strict=not applied)
     except msgspec.ValidationError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        every = _every_error(Config, data, "", strict=not applied) or [str(err)]
+        raise ConfigError(f"{source}: " + "; ".join(every)) from None  # all of them
     base = Path(os.path.abspath(path)).parent if path is not None else BUNDLED_CONFIG_DIR
     return _resolve_signature_paths(config, base)
+
+
+_WHERE = re.compile(r" - at `\$[^`]*`$")
+
+
+def _every_error(type_: type, data: object, prefix: str, *, strict: bool) -> list[str]:
+    """Every bad key of ``data`` for the section ``type_``, each named as msgspec names one
+    (it stops at the first): each key is converted alone, and a section whose keys are
+    each fine is then converted whole for the checks between its keys."""
+    errors: list[str] = []
+
+    def bad(message: str, path: str) -> None:
+        errors.append(f"{_WHERE.sub('', message)} - at `$.{path}`" if path else message)
+
+    def convert(value: object, target: Any, path: str) -> None:
+        try:
+            msgspec.convert(value, target, dec_hook=_decode_hook, strict=strict)
+        except msgspec.ValidationError as err:
+            bad(str(err), path)
+
+    here = prefix.rstrip(".")
+    if not isinstance(data, dict):
+        convert(data, type_, here)
+        return errors
+    fields = {f.encode_name: f for f in msgspec.structs.fields(type_)}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            bad(f"Object contains unknown field `{key}`", here)
+        elif isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            errors += _every_error(field.type, value, f"{prefix}{key}.", strict=strict)
+        else:
+            try:
+                msgspec.convert(
+                    {key: value},
+                    msgspec.defstruct("One", [(key, field.type)]),
+                    dec_hook=_decode_hook,
+                    strict=strict,
+                )
+            except msgspec.ValidationError as err:
+                bad(str(err), f"{prefix}{key}")
+    if not errors:
+        convert(data, type_, here)
+    return errors
 
 
 def load_named_config(name: str | None, environ: Mapping[str, str]) -> Config:

@@ -22,6 +22,7 @@ from stages.base.catalog import (
     ROUND_COMPLETED,
     ROUNDS,
     STAGE_RESTARTS,
+    STAGE_STALLS,
     STAGE_UP,
     WORKSPACE_COUNT,
 )
@@ -38,14 +39,21 @@ class NodeCollector(Collector):
         restarts = CounterMetricFamily(
             STAGE_RESTARTS.removesuffix("_total"), CATALOG[STAGE_RESTARTS].help, labels=["stage"]
         )
+        stalls = CounterMetricFamily(
+            STAGE_STALLS.removesuffix("_total"), CATALOG[STAGE_STALLS].help, labels=["stage"]
+        )
         per_stage: dict[str, int] = {}
+        stalled: dict[str, int] = {}
         for c in self.children:
             up.add_metric([c.name, str(c.index)], 1.0 if c.pid is not None else 0.0)
             per_stage[c.name] = per_stage.get(c.name, 0) + c.restarts
+            stalled[c.name] = stalled.get(c.name, 0) + c.stalls
         for name, n in per_stage.items():
             restarts.add_metric([name], float(n))
+            stalls.add_metric([name], float(stalled[name]))
         yield up
         yield restarts
+        yield stalls
 
 
 def round_deadline(interval: float, grace: float) -> float:

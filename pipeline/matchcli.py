@@ -19,7 +19,10 @@ file, most severe first. Exit status: 0 whether or not anything matched; 2 on ba
 bad config or a bad signature file; 1 when some FILE could not be judged (the others are).
 Give --signatures once per signature file.
 """
-CHECK_HELP = "validate signature files (agent-smith JSON or YARA); exit 2 naming what is wrong"
+CHECK_HELP = (
+    "validate signature files (agent-smith JSON or YARA); exit 2 naming what is wrong, "
+    "exit 1 naming each rule that times out on a small probe"
+)
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,6 +106,7 @@ def cmd_signatures_check(args: argparse.Namespace) -> int:
         SignatureError,
         load_signatures,
     )
+    from stages.signatures.probe import PROBE, PROBE_TIMEOUT, slow_rules  # noqa: PLC0415
 
     code = exitcodes.OK
     for file in args.files:
@@ -114,6 +118,15 @@ def cmd_signatures_check(args: argparse.Namespace) -> int:
             continue
         for warning in signatures.warnings:
             _say(f"warning: {warning}")
+        slow = slow_rules(signatures)
+        for culprit in slow:
+            _say(
+                f"warning: {culprit} takes over {PROBE_TIMEOUT}s on a {len(PROBE) >> 10} KiB "
+                "probe: every executable would time out (match.scan_timeout)"
+            )
+        if slow:
+            code = max(code, exitcodes.FAILURE)
+            continue
         sys.stdout.write(
             f"{file}: ok: {signatures.signature_count} signatures, "
             f"{signatures.commandline_count} command-line rules\n"

@@ -4,9 +4,9 @@ and the use.
 
 How: ``/`` is opened, then every component of the path with ``openat(parent, name,
 O_DIRECTORY | O_NOFOLLOW)``; the last one is created with ``mkdirat(parent, name, 0700)`` if it
-is missing. A symlink anywhere in the path is refused (``ELOOP``/``ENOTDIR``). The directory
-is then judged by ``fstat`` on the descriptor we hold: a directory, owned by this euid, mode
-exactly 0700. Whatever the path names later, the descriptor stays that directory.
+is missing (and so is any missing parent). A symlink anywhere in the path is refused
+(``ELOOP``/``ENOTDIR``). The directory is then judged by ``fstat`` on the descriptor we hold:
+a directory, owned by this euid, mode exactly 0700. Whatever the path names later, the descriptor stays that directory.
 
 ZeroMQ binds and connects ipc endpoints by path, which would look the name up again. So
 sockets are addressed through the descriptor: ``ipc:///proc/self/fd/<fd>/<name>.sock``. The
@@ -25,6 +25,7 @@ checks the directory itself; a descriptor number is never passed between process
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -90,17 +91,19 @@ def open_private_dir(path: Path | str, *, create: bool = True) -> RunDir:
         walked = Path("/")
         for part in parts[:-1]:
             walked = walked / part
+            if create:
+                # A missing parent is made too (0700, like the directory itself); one
+                # somebody else made first is walked like any other: what counts is the
+                # descriptor of the last component, checked below.
+                with contextlib.suppress(FileExistsError):
+                    _make(parent, part, walked)
             child = _open_component(parent, part, walked, os.O_PATH)
             os.close(parent)
             parent = child
         last = parts[-1]
         if create:
-            try:
-                os.mkdir(last, PRIVATE_MODE, dir_fd=parent)
-            except FileExistsError:
-                pass  # judged below, on what we actually open
-            except OSError as err:
-                raise RunDirError(f"{path}: cannot create it: {err.strerror}") from None
+            with contextlib.suppress(FileExistsError):  # judged below, on what we open
+                _make(parent, last, path)
         fd = _open_component(parent, last, path, os.O_RDONLY)
     finally:
         os.close(parent)
@@ -110,6 +113,15 @@ def open_private_dir(path: Path | str, *, create: bool = True) -> RunDir:
         os.close(fd)
         raise
     return RunDir(path, fd)
+
+
+def _make(parent: int, name: str, shown: Path) -> None:
+    try:
+        os.mkdir(name, PRIVATE_MODE, dir_fd=parent)
+    except FileExistsError:
+        raise
+    except OSError as err:
+        raise RunDirError(f"{shown}: cannot create it: {err.strerror}") from None
 
 
 def _open_component(parent: int, name: str, shown: Path, mode: int) -> int:

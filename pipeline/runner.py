@@ -17,8 +17,10 @@ from collections.abc import Sequence
 import msgspec
 import zmq
 
+from pipeline.bounds import link_hwm
 from pipeline.builders import build_stage
 from pipeline.config import Config
+from pipeline.memory import return_freed_memory
 from pipeline.metrics import PromMeter, serve_in_thread
 from pipeline.peers import PeerWatch
 from pipeline.preflight import Prepared, preflight
@@ -31,6 +33,7 @@ from stages.base.catalog import (
     RECORDS_IN,
     RECORDS_OUT,
     RECORDS_REFUSED,
+    STAGE_HEARTBEAT,
     TRANSPORT_INSECURE,
 )
 from stages.base.contract import Stage
@@ -42,6 +45,10 @@ log = logging.getLogger("procsmith.runner")
 RECEIVE_BATCH = 256  # frames taken per wake-up before timers get a look in
 PEER_WAIT = 1.0  # at start, how long to wait for the next stages to be connected
 _LOG_EVERY = 1000  # of a run of refused frames, log the first and every 1000th
+# The heartbeat the supervisor's stall check reads: written at most this often, and the
+# loop wakes at least this often to write it even when it has nothing to do.
+HEARTBEAT_EVERY = 0.5
+_IDLE_WAKE_MS = 1000
 
 
 class StageLoop:
@@ -62,6 +69,8 @@ class StageLoop:
         self.codec = Codec()
         self.drain_budget = config.transport.drain
         self.topic = f"{wiring.name}/{instance}".encode()
+        self.instance = str(instance)
+        self._last_beat = 0.0
         self._refused = 0
         self.sockets: list[zmq.Socket[bytes]] = []
         meter.set(TRANSPORT_INSECURE, 1 if endpoints.security.insecure else 0, stage=self.name)
@@ -72,7 +81,7 @@ class StageLoop:
         self.watches: list[PeerWatch] = []
 
         def sock(kind: int, endpoint: str, bind: bool) -> zmq.Socket[bytes]:
-            s = endpoints.open(ctx, kind, endpoint, bind=bind)
+            s = endpoints.open(ctx, kind, endpoint, bind=bind, hwm=link_hwm(endpoint, config))
             self.sockets.append(s)
             is_input = endpoint == wiring.input and kind == zmq.PULL
             refusals = bind and endpoints.curve
@@ -142,7 +151,15 @@ class StageLoop:
             except zmq.Again:
                 return
 
+    def beat(self) -> None:
+        """Say this process still makes progress (see ``pipeline.liveness``)."""
+        now = time.time()
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            self._last_beat = now
+            self.meter.set(STAGE_HEARTBEAT, now, stage=self.name, instance=self.instance)
+
     def run(self, inbox: SignalInbox) -> None:
+        self.beat()
         self.wait_for_peers(inbox)
         poller = zmq.Poller()
         if self.input is not None:
@@ -153,13 +170,15 @@ class StageLoop:
             poller.register(monitor, zmq.POLLIN)
         poller.register(self.tap, zmq.POLLIN)
         while True:
+            self.beat()
             now = time.time()
             due = self.stage.next_tick(now)
             if due is not None and due <= now:
                 self.emit(self.stage.tick(now))
-                timeout: int | None = 0  # a look at signals and input even if ticks run late
+                timeout = 0  # a look at signals and input even if ticks run late
             else:
-                timeout = None if due is None else max(1, int((due - now) * 1000) + 1)
+                wait = _IDLE_WAKE_MS if due is None else max(1, int((due - now) * 1000) + 1)
+                timeout = min(wait, _IDLE_WAKE_MS)
             events = dict(poller.poll(timeout))
             if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
                 break
@@ -184,6 +203,7 @@ class StageLoop:
         return limit
 
     def accept(self, frame: bytes) -> None:
+        self.beat()  # a long batch of slow records is progress too
         self.meter.inc(RECORDS_IN, stage=self.name)
         try:
             record = self.codec.decode(frame)
@@ -216,7 +236,9 @@ class StageLoop:
             out = self.routes.get(type(record))
             if out is not None:
                 try:
-                    out.send(payload, self.send_flags)
+                    # copy=False: ZeroMQ sends from the bytes object itself (a round can
+                    # be tens of MiB; a copy per send would double what the stage holds).
+                    out.send(payload, self.send_flags, copy=False)
                 except zmq.Again:
                     self.meter.inc(RECORDS_DROPPED, stage=self.name)
                     self.stage.dropped(record, now)
@@ -227,7 +249,7 @@ class StageLoop:
                     self.meter.inc(RECORDS_OUT, stage=self.name)
                     self.stage.sent(record, now)
             # The tap never blocks: with no subscriber, or a slow one, the frame is dropped.
-            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK)
+            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
 
     def drain(self) -> None:
         """Handle what is already queued (bounded in time), then what the stage holds."""
@@ -261,6 +283,7 @@ def run_stage(
     ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
     """
     wiring = WIRING[name]
+    return_freed_memory()
     if prepared is None:
         prepared = preflight(config, [name])
     count = count if count is not None else replicas(name, config)
@@ -300,5 +323,9 @@ def run_stage(
         else:
             ctx.term()
         endpoints.close()  # last: no socket addressed through the run directory is left
+    failure = stage.failure()
+    if failure is not None:
+        log.error("%s %d/%d stopped: %s", name, index, count, failure)
+        return exitcodes.FAILURE
     log.info("%s %d/%d stopped", name, index, count)
     return exitcodes.OK

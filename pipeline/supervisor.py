@@ -1,7 +1,12 @@
 """``procsmith run``: every stage of the pipeline as a child process of this one.
 
 The supervisor is single-threaded: one ``select`` loop over the signal pipe and the metrics
-socket. Children are forked after the heavy modules are imported, so they share those pages,
+server's sockets (non-blocking, see ``pipeline.httpserve``: no client can hold it up). It
+holds the run directory's lock while it runs (``pipeline.lock``), clears stages a killed
+predecessor left (``pipeline.leftovers``), and kills and restarts a stage whose heartbeat
+stops (``pipeline.liveness``, ``supervisor.restart_stalled``).
+
+Children are forked after the heavy modules are imported, so they share those pages,
 and they never unwind back into this code. A dead child is restarted after a back-off that
 doubles with each recent crash; ``supervisor.crash_limit`` crashes within
 ``supervisor.crash_window`` is a crash loop, and the supervisor stops everything and exits 1.
@@ -13,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import http.server
 import logging
 import os
 import selectors
@@ -22,10 +26,15 @@ import signal
 import time
 from pathlib import Path
 
+from prometheus_client import generate_latest
+
+from pipeline import leftovers, liveness
 from pipeline.children import Child
 from pipeline.config import Config, ConfigError, parse_addr
 from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
-from pipeline.metrics import enable_multiprocess, handler_class, mark_process_dead, node_registry
+from pipeline.httpserve import DroppedCollector, HttpServer
+from pipeline.lock import RunDirLock
+from pipeline.metrics import enable_multiprocess, mark_process_dead, node_registry
 from pipeline.preflight import Prepared, preflight
 from pipeline.rundir import RunDir, RunDirError, open_private_dir
 from pipeline.runner import run_stage
@@ -39,6 +48,7 @@ log = logging.getLogger("procsmith.supervisor")
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+STALL_CHECK_EVERY = 1.0  # seconds between two looks at the stages' heartbeats
 
 
 class CrashLoop(Exception):
@@ -60,37 +70,83 @@ class Supervisor:
         self.started = time.time()
         self.stopping = False
         self.prepared: Prepared | None = None
+        self.lock: RunDirLock | None = None
+        self.failed_at_stop: list[str] = []  # stages that exited non-zero when stopped
 
     # -- start-up -------------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Preflight checks (the signatures compiled once, before any fork, so every match
         process shares them), the run and metrics directories, multiprocess metrics.
-        Raises ConfigError on what the checks refuse."""
-        self.prepared = preflight(self.config, {c.name for c in self.children})
-        try:
+        Raises ConfigError on what the checks refuse, or when another supervisor holds the
+        run directory (checked before anything in it is touched)."""
+        try:  # tcp too: the lock and the metrics live there
             self.rundir = open_private_dir(self.run_dir)
         except RunDirError as err:
             raise ConfigError(f"transport.run_dir: {err}") from None
-        # Everything below goes through the directory's descriptor, the metrics directory
-        # too (forked stages inherit the descriptor, so the path names it for them as well).
+        # Everything below goes through the directory's descriptor, the lock and the metrics
+        # directory too (forked stages inherit the descriptor, so the path names it for them
+        # as well).
+        self.lock = RunDirLock(self.via_fd)
+        (self.via_fd / "metrics.addr").unlink(missing_ok=True)  # a killed predecessor's
+        cleared = leftovers.clear(self.via_fd)
+        if cleared:
+            log.warning("killed %d stage processes a previous run left: %s", len(cleared), cleared)
+        self.prepared = preflight(self.config, {c.name for c in self.children})
         shutil.rmtree("metrics", ignore_errors=True, dir_fd=self.rundir.fd)
         os.mkdir("metrics", 0o700, dir_fd=self.rundir.fd)
         self.metrics_dir = Path(self.rundir.socket_path("metrics"))
         enable_multiprocess(str(self.metrics_dir))
 
-    def serve(self) -> http.server.HTTPServer:
+    @property
+    def via_fd(self) -> Path:
+        """The run directory as reached through its checked descriptor."""
+        assert self.rundir is not None  # noqa: S101 - prepare() opened it
+        return Path(f"/proc/self/fd/{self.rundir.fd}")
+
+    def serve(self) -> HttpServer:
         self.registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
-        check = health_check(self.children, self.config, self.started, self.registry)
+        base = health_check(self.children, self.config, self.started, self.registry)
+        sup = self.config.supervisor
+
+        def health() -> tuple[bool, list[str]]:
+            _, problems = base()
+            reading = liveness.read(self.registry)
+            stalls = liveness.stalled(self.children, reading, time.time(), sup.stall_timeout)
+            problems += liveness.problems(
+                reading, stalls, sup.stall_timeout, sup.shard_missing_rounds
+            )
+            return (not problems, problems)
+
+        def answer(path: str) -> tuple[int, bytes, str]:
+            if path == "/metrics":
+                return 200, generate_latest(self.registry), "text/plain; version=0.0.4"
+            if path in ("/healthz", "/health"):
+                ok, problems = health()
+                return (
+                    (200, b"ok\n", "text/plain")
+                    if ok
+                    else (
+                        503,
+                        "".join(p + "\n" for p in problems).encode(),
+                        "text/plain",
+                    )
+                )
+            return 404, b"not found: try /metrics or /healthz\n", "text/plain"
+
         try:
-            server = http.server.HTTPServer(
-                parse_addr(self.metrics_addr), handler_class(self.registry, check)
+            server = HttpServer(
+                parse_addr(self.metrics_addr),
+                answer,
+                timeout=sup.http_timeout,
+                max_connections=sup.http_max_connections,
             )
         except OSError as err:
             raise ConfigError(
                 f"cannot serve metrics on {self.metrics_addr}: {err.strerror}"
             ) from None
-        host, port = str(server.server_address[0]), int(server.server_address[1])
+        self.registry.register(DroppedCollector(server))
+        host, port = server.server_address
         log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
         # Written aside, then renamed: a reader never sees the file empty.
         assert self.rundir is not None  # noqa: S101 - prepare() opened it
@@ -111,6 +167,7 @@ class Supervisor:
         if pid:
             child.pid, child.started = pid, time.time()
             log.info("started %s (pid %d)", child.label, pid)
+            leftovers.record(self.via_fd, [c.pid for c in self.children if c.pid is not None])
             return
         code = exitcodes.FAILURE
         try:
@@ -160,6 +217,8 @@ class Supervisor:
             how = _describe(status)
             if self.stopping:
                 log.info("%s stopped (%s)", child.label, how)
+                if os.WIFEXITED(status) and os.WEXITSTATUS(status) != exitcodes.OK:
+                    self.failed_at_stop.append(child.label)
                 continue
             now = time.time()
             child.crashes.append(now)
@@ -183,25 +242,30 @@ class Supervisor:
         inbox = SignalInbox((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
         sel = selectors.DefaultSelector()
         sel.register(inbox.fd, selectors.EVENT_READ)
-        sel.register(server.socket, selectors.EVENT_READ)
-        inherited = [inbox.fd, server.socket.fileno()]
+        sel.register(server.fileno(), selectors.EVENT_READ)
         code = exitcodes.OK
         summary = _Summary(self.config.supervisor.summary_interval)
+        next_stall_check = time.time() + STALL_CHECK_EVERY
         try:
             while True:
                 now = time.time()
                 if summary.due(now):
                     log.info("%s", summary.line(now, summary_counts(self.registry)))
+                if now >= next_stall_check:
+                    self.check_stalls(now)
+                    next_stall_check = now + STALL_CHECK_EVERY
                 for child in self.children:
                     if child.pid is None and child.due <= now:
                         if child.started:
                             child.restarts += 1
-                        self.spawn(child, inherited)
-                waiting = [c.due for c in self.children if c.pid is None]
-                timeout = max(0.0, min(waiting) - time.time()) if waiting else 1.0
-                for key, _ in sel.select(min(timeout, 1.0)):
-                    if key.fileobj is server.socket:
-                        server.handle_request()
+                        self.spawn(child, self._inherited(inbox, server))
+                wakes = [c.due for c in self.children if c.pid is None] + [next_stall_check]
+                timeout = max(0.0, min(wakes) - time.time())
+                http_due = server.next_deadline()
+                if http_due is not None:
+                    timeout = min(timeout, max(0.0, http_due - time.monotonic()))
+                sel.select(min(timeout, 1.0))
+                server.serve()  # whatever is ready, never waiting; drops expired clients
                 got = inbox.take()
                 self.reap()
                 if signal.SIGTERM in got or signal.SIGINT in got:
@@ -213,12 +277,48 @@ class Supervisor:
         finally:
             self.stop()
             sel.close()
-            server.server_close()
+            server.close()
             inbox.close()
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
-            if self.rundir is not None:
-                self.rundir.close()
+            self._release()
+        if self.failed_at_stop:
+            log.error("stages that failed as they stopped: %s", ", ".join(self.failed_at_stop))
+            code = exitcodes.FAILURE
         return code
+
+    def _release(self) -> None:
+        """What the run directory holds of this run: metrics, the pid list, the lock —
+        given up last, the directory's descriptor last of all."""
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.rundir is not None:
+            (self.via_fd / leftovers.PIDS_FILE).unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release()
+        if self.rundir is not None:
+            self.rundir.close()
+
+    def _inherited(self, inbox: SignalInbox, server: HttpServer) -> list[int]:
+        """The supervisor's descriptors a child closes: it must not hold the lock, or keep
+        an HTTP client's connection open after the supervisor has answered it."""
+        fds = [inbox.fd, *server.fds()]
+        if self.lock is not None:
+            fds.append(self.lock.fd)
+        return fds
+
+    def check_stalls(self, now: float) -> None:
+        """Count each stage process found making no progress (once per process) and, with
+        ``supervisor.restart_stalled``, kill it: reap() then restarts it like a crash."""
+        sup = self.config.supervisor
+        reading = liveness.read(self.registry)
+        for child, age in liveness.stalled(self.children, reading, now, sup.stall_timeout):
+            if child.stalled_pid == child.pid:
+                continue
+            child.stalled_pid = child.pid
+            child.stalls += 1
+            if sup.restart_stalled:
+                log.warning("%s made no progress for %.0fs; restarting it", child.label, age)
+                _signal(child.pid, signal.SIGKILL)
+            else:
+                log.warning("%s made no progress for %.0fs", child.label, age)
 
     def stop(self) -> None:
         """SIGTERM producers first, wave by wave; SIGKILL what outlives the timeout."""

@@ -101,7 +101,13 @@ class Endpoints:
         return self.security.keyring is not None
 
     def open(
-        self, ctx: zmq.Context[zmq.Socket[bytes]], kind: int, name: str, *, bind: bool
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        kind: int,
+        name: str,
+        *,
+        bind: bool,
+        hwm: int | None = None,
     ) -> zmq.Socket[bytes]:
         """A socket of ``kind`` bound to (or connected to) endpoint ``name``."""
         address = self.bind(name) if bind else self.connect(name)
@@ -109,7 +115,9 @@ class Endpoints:
         def secure(sock: zmq.Socket[bytes]) -> None:
             self.security.apply(sock, self.role, name, bind=bind)
 
-        return open_socket(ctx, kind, address, bind=bind, config=self.config, before=secure)
+        return open_socket(
+            ctx, kind, address, bind=bind, config=self.config, before=secure, hwm=hwm
+        )
 
     def close(self) -> None:
         if self._dir is not None:
@@ -124,13 +132,15 @@ def open_socket(
     bind: bool,
     config: TransportConfig,
     before: Callable[[zmq.Socket[bytes]], None] | None = None,
+    hwm: int | None = None,
 ) -> zmq.Socket[bytes]:
     """A socket with the options every procsmith socket has set explicitly; ``before`` sets
-    more (CURVE) just before it binds or connects."""
+    more (CURVE) just before it binds or connects; ``hwm``: instead of ``transport.hwm``,
+    for a link of large messages."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, int(config.linger * 1000))
-    sock.setsockopt(zmq.SNDHWM, config.hwm)
-    sock.setsockopt(zmq.RCVHWM, config.hwm)
+    sock.setsockopt(zmq.SNDHWM, hwm or config.hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm or config.hwm)
     if kind in (zmq.PULL, zmq.SUB, zmq.XSUB, zmq.XPUB):
         sock.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes)
     if kind in (zmq.PUSH, zmq.PUB) and not bind:

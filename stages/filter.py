@@ -19,6 +19,7 @@ from stages.base.catalog import (
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import Filtered, Judged, Process, Record, Workloads
+from stages.fairqueue import interleave
 
 # D8: the process identity plus its executable. No ppid, so re-parenting (the parent died)
 # is not a new process; the executable's device and inode, so an exec is.
@@ -161,7 +162,8 @@ class FilterStage(Stage):
             self.meter.inc(FILTER_RETRIES, len(again))
         if gave_up:
             self.meter.inc(FILTER_GAVE_UP, gave_up)
-        fresh: list[Record] = [*again, *self.seen.unseen(record.procs)]
+        # In turns by workspace: when match has room for only some, not all one workspace's.
+        fresh: list[Record] = [*interleave([*again, *self.seen.unseen(record.procs)])]
         self.meter.inc(ROUNDS)
         self.meter.set(ROUND_COMPLETED, now)
         if record.started:

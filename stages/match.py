@@ -25,11 +25,14 @@ from stages.base.catalog import (
     MATCH_EXE_SCANS,
     MATCH_EXE_TRUNCATED,
     MATCH_FINDINGS,
+    MATCH_QUEUE_REFUSED,
+    MATCH_QUEUED,
     MATCH_SKIPPED,
 )
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import Finding, Judged, Process, Record
+from stages.fairqueue import FairQueue
 from stages.pidcheck import still_same
 from stages.signatures import (
     Hit,
@@ -42,6 +45,7 @@ from stages.signatures.exefile import open_regular, read_prefix
 
 log = logging.getLogger("procsmith.match")
 
+FINISH_BUDGET = 0.5  # seconds a stopping match spends on what it still has queued
 # Why an executable could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
 
@@ -140,15 +144,49 @@ class Matcher:
 
 
 class MatchStage(Stage):
-    """The runner's face of a Matcher: a process in, its verdict (and any finding) out."""
+    """The runner's face of a Matcher: a process in, its verdict (and any finding) out.
+
+    Processes wait in a ``FairQueue`` and are judged one per tick, so the runner takes new
+    ones off the socket between two judgements and no workspace can hold back another's.
+    """
 
     accepts = (Process,)
 
-    def __init__(self, matcher: Matcher) -> None:
+    def __init__(self, matcher: Matcher, queue: FairQueue | None = None) -> None:
         self.matcher = matcher
+        self.queue = queue if queue is not None else FairQueue()
+        self._counted = 0
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, Process)  # noqa: S101 - the runner checks `accepts`
+        if self.queue.push(record) is not None:
+            self.matcher.meter.inc(MATCH_QUEUE_REFUSED)  # unacknowledged: offered again
+        self._count()
+        return ()
+
+    def next_tick(self, now: float) -> float | None:
+        return now if len(self.queue) else None
+
+    def tick(self, now: float) -> Sequence[Record]:
+        record = self.queue.pop()
+        self._count()
+        return self.judge(record) if record is not None else ()
+
+    def finish(self, now: float) -> Sequence[Record]:
+        """At stop, judge what is queued for at most ``FINISH_BUDGET`` seconds (enforce
+        stops after match, so a finding made now still gets written)."""
+        out: list[Record] = []
+        deadline = time.monotonic() + FINISH_BUDGET
+        while len(self.queue) and time.monotonic() < deadline:
+            out.extend(self.tick(now))
+        return out
+
+    def _count(self) -> None:
+        if len(self.queue) != self._counted:
+            self._counted = len(self.queue)
+            self.matcher.meter.set(MATCH_QUEUED, self._counted)
+
+    def judge(self, record: Process) -> Sequence[Record]:
         records = self.matcher.judge(record)
         if log.isEnabledFor(logging.DEBUG):
             for r in records:

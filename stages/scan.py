@@ -18,6 +18,7 @@ from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
 from stages.cgroupread import CgroupPaths
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
+from stages.parts import split, within_argv_budget
 from stages.procfs import (
     OPEN_FLAGS,
     STAT_READ,
@@ -355,14 +356,29 @@ class ShardReader:
         return parse_gitpod_env(raw, truncated=cut)
 
 
+# However many processes share a round's argv budget, each keeps this much of its argv (a
+# miner's pool argument is no further in than that; what is cut is counted).
+ARGV_FLOOR = 4096
+
+
 class ScanStage(Stage):
     """A source: reads its shard once per round. Rounds are numbered by wall-clock interval
     (``round_id = time // interval``), so separate shard processes agree on them without
-    talking; the first round starts at once."""
+    talking; the first round starts at once. A round goes out in parts of at most
+    ``message_bytes`` (see ``split``), its argv cut to ``round_argv_bytes`` (this shard's
+    share of a round's argv budget) in all."""
 
-    def __init__(self, reader: ShardReader, interval: float) -> None:
+    def __init__(
+        self,
+        reader: ShardReader,
+        interval: float,
+        message_bytes: int = 4 << 20,
+        round_argv_bytes: int = 32 << 20,
+    ) -> None:
         self.reader = reader
         self.interval = interval
+        self.message_bytes = message_bytes
+        self.round_argv_bytes = round_argv_bytes
         self._last: int | None = None
         reader.set_recheck(max(1, int(RECHECK_SECONDS / interval)))
 
@@ -372,7 +388,12 @@ class ScanStage(Stage):
 
     def tick(self, now: float) -> Sequence[Record]:
         self._last = int(now // self.interval)
-        return [self.reader.read(self._last)]
+        scan, cut = within_argv_budget(
+            self.reader.read(self._last), self.round_argv_bytes, ARGV_FLOOR
+        )
+        if cut:
+            self.reader.meter.inc(SCAN_TRUNCATED, cut, file="round_argv")
+        return split(scan, self.message_bytes)
 
     def close(self) -> None:
         self.reader.close()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stages.base.catalog import RECORDS_REFUSED, TREE_LATE_SHARDS, TREE_MISSING_SHARDS
+from stages.base.catalog import (
+    RECORDS_REFUSED,
+    TREE_LATE_SHARDS,
+    TREE_MISSING_SHARDS,
+    TREE_SHARD_MISSING_ROUNDS,
+)
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, Round, ShardScan
+from stages.parts import complete_shards
 
 MAX_SHARDS = 64  # scan.shards is at most this
 # How far ahead of the wall clock a round id may be (clocks of separate hosts differ a
@@ -19,13 +25,15 @@ AHEAD_SECONDS = 5.0
 def merge(round_id: int, shards: Sequence[ShardScan], expected: int) -> Round:
     """One round from the shards that came; the ones that did not are listed as missing.
 
+    ``shards`` may hold several parts of a shard (``stages.parts``): a shard whose parts
+    did not all come is listed as missing, and the processes of the parts that did are kept.
     A pid reported twice (two shards configured with the same number) is kept once.
     """
     by_pid: dict[int, RawProcess] = {}
     for shard in shards:
         for proc in shard.procs:
             by_pid.setdefault(proc.pid, proc)
-    came = {s.shard for s in shards}
+    came = complete_shards(shards)
     proc_root = shards[0].proc_root if shards else ""
     return Round(
         round_id=round_id,
@@ -61,6 +69,7 @@ class TreeStage(Stage):
         self._pending: dict[int, list[ShardScan]] = {}
         self._first_seen: dict[int, float] = {}
         self._emitted_upto = -1
+        self._missing_streak: dict[int, int] = {}  # shard → consecutive rounds without it
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
         assert isinstance(record, ShardScan)  # noqa: S101 - the runner checks `accepts`
@@ -73,9 +82,9 @@ class TreeStage(Stage):
             return ()
         shards = self._pending.setdefault(record.round_id, [])
         self._first_seen.setdefault(record.round_id, now)
-        if all(s.shard != record.shard for s in shards):
+        if all((s.shard, s.part) != (record.shard, record.part) for s in shards):
             shards.append(record)
-        if len(shards) >= max(self.shards, record.shards):
+        if len(complete_shards(shards)) >= max(self.shards, record.shards):
             return self._emit_upto(record.round_id)
         return ()
 
@@ -109,6 +118,16 @@ class TreeStage(Stage):
             rnd = merge(rid, shards, expected)
             if rnd.missing_shards:
                 self.meter.inc(TREE_MISSING_SHARDS, len(rnd.missing_shards))
+            self._count_streaks(expected, rnd.missing_shards)
             out.append(rnd)
         self._emitted_upto = round_id
         return out
+
+    def _count_streaks(self, expected: int, missing: Sequence[int]) -> None:
+        """Per shard, how many rounds in a row were built without it (the health check
+        calls a shard missing from ``supervisor.shard_missing_rounds`` of them unhealthy)."""
+        for k in range(expected):
+            streak = self._missing_streak.get(k, 0) + 1 if k in missing else 0
+            if streak != self._missing_streak.get(k):
+                self._missing_streak[k] = streak
+                self.meter.set(TREE_SHARD_MISSING_ROUNDS, streak, shard=str(k))

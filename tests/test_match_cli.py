@@ -141,3 +141,22 @@ def test_bad_usage_exits_2() -> None:
         done = procsmith(*args)
         assert done.returncode == 2, args
         assert "Traceback" not in done.stderr
+
+
+def test_signatures_check_names_each_rule_that_times_out(tmp_path: Path) -> None:
+    """Issue 13: a rule that makes every scan time out passes compiling; the probe finds it."""
+    slow = tmp_path / "slow.yar"
+    slow.write_text(
+        'rule fast_one { strings: $a = "xmrig" condition: $a }\n'
+        "rule slow_one { condition: for all i in (0..filesize) : "
+        "( for all j in (0..filesize) : ( uint8(i) != 300 ) ) }\n"
+        "rule also_fine { condition: filesize > 10 }\n"
+    )
+    good = tmp_path / "good.yar"
+    good.write_text('rule fine { strings: $a = "xmrig" condition: $a }\n')
+    done = procsmith("signatures", "check", str(slow), str(good))
+    assert done.returncode == 1, done.stderr
+    assert f"warning: {slow}: rule slow_one takes over 1s" in done.stderr
+    assert "fast_one" not in done.stderr and "also_fine" not in done.stderr
+    assert f"{good}: ok: 1 signatures" in done.stdout
+    assert str(slow) not in done.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -80,9 +81,12 @@ def test_paths_it_will_not_walk(path: str) -> None:
         open_private_dir(path, create=False)
 
 
-def test_a_missing_parent_is_named(tmp_path: Path) -> None:
+def test_a_missing_parent_is_made_private_or_named(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match=f"{tmp_path / 'no'} does not exist"):
-        open_private_dir(tmp_path / "no" / "run")
+        open_private_dir(tmp_path / "no" / "run", create=False)
+    with open_private_dir(tmp_path / "no" / "run") as rd:
+        assert stat.S_IMODE(os.stat(tmp_path / "no").st_mode) == 0o700
+        assert os.path.samestat(os.fstat(rd.fd), os.stat(tmp_path / "no" / "run"))
 
 
 def test_sockets_land_in_the_opened_directory_whatever_the_path_names_later(

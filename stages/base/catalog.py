@@ -62,6 +62,17 @@ TRANSPORT_INSECURE = "procsmith_transport_insecure"
 # finding (stages/verify.py)
 ENFORCE_PENALTIES_REFUSED = "procsmith_enforce_penalties_refused_total"
 
+# Issue 13, faults and floods: held findings, stalls, missing shards.
+ENFORCE_BACKLOG = "procsmith_enforce_backlog"
+ENFORCE_OUTPUT_FAILING = "procsmith_enforce_output_failing"
+ENFORCE_BACKLOG_REFUSED = "procsmith_enforce_backlog_refused_total"
+STAGE_HEARTBEAT = "procsmith_stage_heartbeat_timestamp_seconds"
+STAGE_STALLS = "procsmith_stage_stalls_total"
+TREE_SHARD_MISSING_ROUNDS = "procsmith_tree_shard_missing_rounds"
+HTTP_DROPPED = "procsmith_http_connections_dropped_total"
+MATCH_QUEUED = "procsmith_match_queued"
+MATCH_QUEUE_REFUSED = "procsmith_match_queue_refused_total"
+
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -165,6 +176,63 @@ CATALOG: dict[str, MetricSpec] = {
             "penalties not applied because procfs did not confirm the finding's target is "
             "inside its workspace, by reason",
             ("reason",),
+        ),
+        # Issue 13, faults and floods
+        MetricSpec(
+            ENFORCE_BACKLOG,
+            "gauge",
+            "findings held by enforce because an output could not take them yet",
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            ENFORCE_OUTPUT_FAILING,
+            "gauge",
+            "1 while the last write of a finding to an output failed, by output and errno",
+            ("output", "reason"),
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            ENFORCE_BACKLOG_REFUSED,
+            "counter",
+            "findings left unacknowledged because enforce's backlog was full",
+        ),
+        MetricSpec(
+            STAGE_HEARTBEAT,
+            "gauge",
+            "when a stage process last went round its loop (unix time)",
+            ("stage", "instance"),
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            STAGE_STALLS,
+            "counter",
+            "stage processes that made no progress within supervisor.stall_timeout",
+            ("stage",),
+        ),
+        MetricSpec(
+            TREE_SHARD_MISSING_ROUNDS,
+            "gauge",
+            "consecutive rounds built without this scan shard",
+            ("shard",),
+            mode="livemostrecent",
+        ),
+        MetricSpec(
+            HTTP_DROPPED,
+            "counter",
+            "metrics/health connections closed unanswered, by reason (timeout, cap, too_big)",
+            ("reason",),
+        ),
+        MetricSpec(
+            MATCH_QUEUED,
+            "gauge",
+            "processes waiting in match replicas to be judged",
+            mode="livesum",
+        ),
+        MetricSpec(
+            MATCH_QUEUE_REFUSED,
+            "counter",
+            "processes match refused (left unacknowledged) because its queue was full and "
+            "their workspace had the most queued",
         ),
     )
 }

@@ -41,3 +41,8 @@ class Stage:
 
     def close(self) -> None:
         """Release files and the like; called once, when the stage stops."""
+
+    def failure(self) -> str | None:
+        """After ``finish``: why the stage stops having failed its duty (enforce: findings
+        it could not write out), which makes its process exit 1; ``None`` when it did not."""
+        return None

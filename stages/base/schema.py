@@ -84,6 +84,10 @@ class ShardScan(msgspec.Struct, tag="shard", frozen=True):
     listed: int = 0
     skipped: dict[str, int] = msgspec.field(default_factory=dict)
     started: float = 0.0  # wall-clock time the shard's read began
+    # A shard's round travels in parts of at most scan.message_bytes each: ``part`` numbers
+    # them from 0 and ``last`` marks the final one (which carries ``listed`` and ``skipped``).
+    part: int = 0
+    last: bool = True
 
 
 class Round(msgspec.Struct, tag="round", frozen=True):
