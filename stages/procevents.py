@@ -14,9 +14,10 @@ bounded label fit for a metric. What the kernel does where it cannot serve us (s
 - without CAP_NET_ADMIN: kernels before 6.6 answer EPERM → ``no_cap_net_admin``; 6.6 and
   later let any user listen (the answer is 0), so the subscription is live.
 
-Only the kernel may speak on this socket: any local user can send a netlink datagram to our
-port id, so a datagram whose sender is not port 0 is counted (``not_from_kernel``) and
-dropped — otherwise an unprivileged user could forge exec events or fake losses.
+Only the kernel may speak on this socket. Sending a netlink datagram to another socket's port
+id takes CAP_NET_ADMIN (an unprivileged sender gets EPERM), but a privileged process in the
+initial network namespace can, so a datagram whose sender is not port 0 is counted
+(``not_from_kernel``) and dropped rather than read as a forged exec or loss.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class ProcEventSource:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    @property
+    def port_id(self) -> int:
+        """The socket's netlink port id (the address a sender would name)."""
+        port: int = self._sock.getsockname()[0]
+        return port
 
     def read(self, max_datagrams: int = READ_DATAGRAMS) -> list[Event]:
         """The events of at most ``max_datagrams`` datagrams, without waiting. A ``Lost``
@@ -154,7 +161,7 @@ def subscribe(
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
     except OSError as err:
-        return _refused(err, "socket")
+        return unavailable_for(err, "socket")
     try:
         _set_rcvbuf(sock, rcvbuf)
         sock.bind((0, 1 << (CN_IDX_PROC - 1)))
@@ -164,7 +171,7 @@ def subscribe(
         result = _await_ack(sock, ack + 1, timeout)
     except OSError as err:
         sock.close()
-        return _refused(err, "subscribe")
+        return unavailable_for(err, "subscribe")
     if isinstance(result, Unavailable):
         sock.close()
     return result
@@ -190,7 +197,9 @@ def _await_ack(sock: socket.socket, want: int, timeout: float) -> ProcEventSourc
         for event in _read_with_acks(sock, skipped):
             if isinstance(event, Ack):
                 if event.ack == want:
-                    return source if event.err == 0 else _refused(OSError(event.err, ""), "ack")
+                    return (
+                        source if event.err == 0 else unavailable_for(OSError(event.err, ""), "ack")
+                    )
                 continue
             pending.append(event)
     return _silent()
@@ -214,7 +223,8 @@ def _read_with_acks(sock: socket.socket, skipped: Counter[str]) -> list[Event]:
         events.extend(parse_datagram(data, skipped))
 
 
-def _refused(err: OSError, step: str) -> Unavailable:
+def unavailable_for(err: OSError, step: str) -> Unavailable:
+    """What an errno from ``step`` of subscribing says about this machine."""
     code = err.errno or 0
     name = errno.errorcode.get(code, str(code))
     if code in (errno.EPERM, errno.EACCES):
