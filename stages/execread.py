@@ -9,8 +9,9 @@ file can be judged after the process is gone.
 The read is bracketed by two stat reads: if the second shows another process under the pid
 (starttime) or another exec (``stages.procfs.exec_marks``), what was read in between may mix
 two programs, and the read is dropped (``exec_raced``/``pid_reused``): the later exec has its
-own event. A cmdline that reads empty from a process that is a zombie by the second stat was
-read after it exited (``exited``), not an empty argv.
+own event. A process that is a zombie by the second stat exited during the read: its cmdline,
+if not empty, was read while it lived and the read stands; an empty one was read after its
+exit (``exited``), not an empty argv.
 """
 
 from __future__ import annotations
@@ -171,9 +172,24 @@ def _inconsistent(
         return "malformed_stat"
     if stat.starttime != again.starttime:
         return "pid_reused"
+    if _exiting(second):
+        # It exited during the read: an exiting process's stat has no memory image to compare,
+        # and an empty cmdline was read after its exit; a non-empty one while it lived.
+        return "" if cmdline else "exited"
     if exec_marks(first) != exec_marks(second):
         return "exec_raced"
-    close = second.rfind(b")")
-    if not cmdline and second[close + 2 : close + 3] in (b"Z", b"X"):
-        return "exited"
     return ""
+
+
+_PF_EXITING = 0x4  # task flag set as do_exit begins, before the memory image is released
+
+
+def _exiting(stat: bytes) -> bool:
+    """Whether a stat line is of a process that is exiting or has exited (a zombie)."""
+    fields = stat[stat.rfind(b")") + 1 :].split(None, 7)
+    if len(fields) < 7:
+        return False
+    flags = fields[6]
+    if fields[0] in (b"Z", b"X"):
+        return True
+    return flags.isdigit() and len(flags) <= 20 and bool(int(flags) & _PF_EXITING)

@@ -152,3 +152,19 @@ def test_a_cut_cmdline_is_flagged_and_counted(fakeproc: FakeProcfs) -> None:
     assert record is not None and record.cmdline_cut
     assert record.cmdline == ["a" * 50]
     assert reader.truncated == {"cmdline": 1}
+
+
+def test_a_process_exiting_during_the_read_keeps_a_cmdline_read_while_it_lived(
+    fakeproc: FakeProcfs,
+) -> None:
+    """PF_EXITING (0x4 in the flags, field 9): its memory image is going, so the two stat
+    reads cannot be compared; a cmdline read before that stands, an empty one does not."""
+    for pid, argv in ((80, ["worker", "--fast"]), (81, [])):
+        proc = fakeproc.add(pid, 1, argv)
+        line = (proc / "stat").read_bytes().replace(b" 4194560 ", b" 4194564 ")
+        (proc / "stat").write_bytes(line)
+    reader = ExecReader(str(fakeproc.root), PinnedExecutables())
+    record = reader.read(80)
+    assert record is not None and record.cmdline == ["worker", "--fast"]
+    assert reader.read(81) is None
+    assert reader.skipped == {"exited": 1}
