@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pipeline.schema import RawProcess
+from stages.base.schema import RawProcess
 from stages.cnproc import NETLINK_CONNECTOR, Event, Exec, Exit, Fork, Lost
 from stages.execread import ExecProcess, ExecReader
 from stages.pins import PinnedExecutables
