@@ -10,9 +10,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulation.fakeproc import FakeProcfs
 from stages.execread import ExecReader
 from stages.pins import PinnedExecutables
-from tests.fakeproc import FakeProcfs
 
 
 def open_fds() -> int:
