@@ -137,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
         "stage", cmd_stage, "one stage alone, for docker-compose, systemd or Kubernetes"
     )
     stage.add_argument(
-        "name", metavar="NAME", help="scan, tree, classify, filter, match, enforce or taphub"
+        "name",
+        metavar="NAME",
+        help="scan, tree, classify, filter, match, enforce, events or taphub",
     )
     stage.add_argument(
         "--shard", metavar="K/N", help="scan: this process reads pids with pid mod N == K"

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from pipeline.config import Config, ConfigError
 from pipeline.transport import Endpoints, RunDirError, ensure_run_dir
 from pipeline.wiring import binders
+from stages.procevents import Unavailable, subscribe
 from stages.signatures import SignatureError, SignatureSet, load_signatures
 
 
@@ -37,6 +38,8 @@ def preflight(config: Config, stages: Iterable[str]) -> Prepared:
             raise ConfigError(f"transport.run_dir: {err}") from None
     if "enforce" in stages:
         _check_enforce(config)
+    if "events" in stages and config.events.mode == "events":
+        _check_events()
     signatures = None
     if "match" in stages:
         try:
@@ -44,6 +47,16 @@ def preflight(config: Config, stages: Iterable[str]) -> Prepared:
         except SignatureError as err:
             raise ConfigError(f"match.signatures: {err}") from None
     return Prepared(signatures)
+
+
+def _check_events() -> None:
+    """events.mode "events" promises events: a node that cannot have them is refused."""
+    probe = subscribe(timeout=2.0)
+    if isinstance(probe, Unavailable):
+        raise ConfigError(
+            f"events.mode is events, but process events are unavailable here: {probe.detail}"
+        )
+    probe.close()
 
 
 def _check_enforce(config: Config) -> None:

@@ -135,6 +135,9 @@ class StageLoop:
         if self.monitor is not None:
             poller.register(self.monitor, zmq.POLLIN)
         poller.register(self.tap, zmq.POLLIN)
+        wake = self.stage.wake_fd()
+        if wake is not None:
+            poller.register(wake, zmq.POLLIN)
         while True:
             now = time.time()
             due = self.stage.next_tick(now)
@@ -152,6 +155,8 @@ class StageLoop:
                 self.count_disconnects()
             if self.tap in events:
                 self._drain_tap()
+            if wake is not None and wake in events:
+                self.emit(self.stage.woken(time.time()))
         self.drain()
 
     def count_disconnects(self) -> None:

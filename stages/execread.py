@@ -38,8 +38,9 @@ from stages.procfs import (
 
 
 class ExecProcess(msgspec.Struct, array_like=True, frozen=True):
-    """A process read at its exec. Its first eight fields are ``RawProcess``'s, in order, so
-    its encoding decodes as a ``RawProcess`` (an array-like Struct ignores trailing fields).
+    """A process read at its exec. Its first nine fields are ``RawProcess``'s, in order
+    (``exe_pin`` is ``RawProcess.pin``), so its encoding decodes as a ``RawProcess`` (an
+    array-like Struct ignores trailing fields).
 
     ``exec_ns``: the kernel's time of the exec event (CLOCK_MONOTONIC ns); ``read_ns``: when
     this read finished, on the same clock. ``exe_pin``: where the pinned executable can be
@@ -55,9 +56,9 @@ class ExecProcess(msgspec.Struct, array_like=True, frozen=True):
     exe_dev: int = 0
     exe_ino: int = 0
     gitpod_env: dict[str, str] | None = None
+    exe_pin: str = ""
     exec_ns: int = 0
     read_ns: int = 0
-    exe_pin: str = ""
     cmdline_cut: bool = False
 
 
@@ -126,9 +127,9 @@ class ExecReader:
             dev,
             ino,
             env,
+            pin,
             exec_ns,
             time.monotonic_ns(),
-            pin,
             cut,
         )
 

@@ -44,7 +44,11 @@ class PinnedExecutables:
         max_files: int = MAX_FILES,
         max_bytes: int = MAX_BYTES,
         max_processes: int = MAX_PROCESSES,
+        proc_root: str = "/proc",
     ) -> None:
+        # The procfs the holder's pid is named in (``/host/proc`` in a container that has
+        # the host's pid namespace and its procfs mounted there).
+        self.proc_root = proc_root
         self.max_files = max_files
         self.max_bytes = max_bytes
         self.max_processes = max_processes
@@ -97,7 +101,7 @@ class PinnedExecutables:
     def path(self, key: Hashable) -> str | None:
         """Where another process of this user reopens the pinned file, or ``None``."""
         fd = self.fd(key)
-        return None if fd is None else f"/proc/{os.getpid()}/fd/{fd}"
+        return None if fd is None else f"{self.proc_root}/{os.getpid()}/fd/{fd}"
 
     def release(self, key: Hashable) -> bool:
         """Drop ``key``'s pin (its process was judged); the file closes with its last pin."""

@@ -117,6 +117,7 @@ def test_a_process_read_at_its_exec_keeps_its_argv_after_it_exits(
     # the record is a RawProcess for the stages that take one
     raw = msgspec.json.decode(msgspec.json.encode(record), type=RawProcess)
     assert (raw.pid, raw.cmdline, raw.exe_ino) == (record.pid, record.cmdline, record.exe_ino)
+    assert raw.pin == record.exe_pin
     assert pins.release((record.pid, record.starttime))
     assert len(pins) == pins.held_files == 0
 
