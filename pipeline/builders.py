@@ -13,6 +13,7 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter, Tally
 from stages.base.schema import RawProcess
 from stages.execread import ExecReader
+from stages.known import fd_budget
 from stages.pins import PinnedExecutables
 from stages.procevents import Unavailable, subscribe
 from stages.signatures import SignatureSet
@@ -75,7 +76,8 @@ def events_stage(config: Config, meter: Meter) -> events.EventsStage:
         raise ConfigError(f"events.mode is events, but process events are unavailable: "
                           f"{source.reason}: {source.detail}")  # fmt: skip
     pins = PinnedExecutables(
-        max_files=e.pin_files,
+        # each file held is a descriptor: within RLIMIT_NOFILE (raised towards its hard limit)
+        max_files=fd_budget(e.pin_files),
         max_bytes=e.pin_bytes,
         max_processes=e.pin_processes,
         proc_root=config.proc_root,

@@ -20,6 +20,7 @@ from stages.base.catalog import (
     EVENTS_AVAILABLE,
     EVENTS_LOST,
     EVENTS_MALFORMED,
+    EVENTS_PINS_OVERFLOW,
     EVENTS_RESYNCS,
     MATCH_PINNED,
     MATCH_SKIPPED,
@@ -166,6 +167,29 @@ def test_lost_events_are_counted_and_followed_by_one_full_read(tally: Tally) -> 
         stage.dropped(ExecBatch("/proc", []), due + 5)
         assert tally.get(EVENTS_LOST, reason="dropped") == 1
         assert stage.next_tick(due + 5) == due + 5
+    finally:
+        stage.close()
+
+
+def test_pins_over_their_bound_are_counted(tally: Tally, tmp_path: Path) -> None:
+    other = tmp_path / "other-sleep"
+    shutil.copy("/bin/sleep", other)
+    reader = ExecReader("/proc", PinnedExecutables(max_files=1))
+    stage = EventsStage(live_source(), reader, no_full_read, tally)
+    try:
+        children = [subprocess.Popen([str(path), "0.3"]) for path in ("/bin/sleep", other)]
+        pids = {c.pid for c in children}
+        got: set[int] = set()
+
+        def both(b: ExecBatch) -> bool:
+            got.update(p.pid for p in b.procs if p.pid in pids)
+            return got == pids
+
+        batches_until(stage, both)
+        for c in children:
+            c.wait()
+        assert stage.pins.held_files == 1
+        assert tally.get(EVENTS_PINS_OVERFLOW, reason="evicted") == 1
     finally:
         stage.close()
 
