@@ -75,7 +75,7 @@ def storm_once(table: Table, label: str, rcvbuf: int | None, seconds: float) -> 
             share = str(RATE / SPAWNERS)
             spawners = [
                 subprocess.Popen(
-                    [str(storm), share, str(SECONDS)], stdout=subprocess.PIPE, text=True
+                    [str(storm), share, str(seconds)], stdout=subprocess.PIPE, text=True
                 )
                 for _ in range(SPAWNERS)
             ]

@@ -1,7 +1,8 @@
 """The loop every stage process runs, written once.
 
 receive → decode → ``stage.handle`` → encode → send without blocking → publish on the tap →
-count; plus the stage's timers (``next_tick``/``tick``) and the stop signals. A source (scan)
+count; plus the stage's timers (``next_tick``/``tick``), the descriptor a source may be driven
+by (``wake_fd``/``woken``: the events stage's netlink socket) and the stop signals. A source (scan)
 is a stage without an input; a sink (enforce) one without routes. On SIGTERM/SIGINT the stage
 finishes what it is doing, drains what is already queued for it (bounded by
 ``transport.drain``), emits what it still holds, and closes its sockets with LINGER.
