@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
+from pipeline.builders import tree_grace
+from pipeline.config import load_config
 from simulation.fakeproc import FakeProcfs
 from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
 from stages.base.meter import Tally
@@ -110,3 +114,10 @@ def test_round_starts_are_not_at_fixed_multiples(fakeproc: FakeProcfs, tally: Ta
         assert max(phases) - min(phases) > 0.5  # spread over the interval
     assert [r for r, _ in starts[0]] == [r for r, _ in starts[1]]
     assert [t for _, t in starts[0]] != [t for _, t in starts[1]]  # each shard its own phases
+
+
+def test_the_tree_waits_an_interval_more_for_shards_that_start_at_random_phases() -> None:
+    two = load_config(environ={"PROCSMITH_SCAN__INTERVAL": "3s", "PROCSMITH_TREE__GRACE": "1s"})
+    assert tree_grace(two) == 4.0  # the shards' rounds may start up to an interval apart
+    one = msgspec.structs.replace(two, scan=msgspec.structs.replace(two.scan, shards=1))
+    assert tree_grace(one) == 1.0
