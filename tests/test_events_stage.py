@@ -163,10 +163,10 @@ def test_lost_events_are_counted_and_followed_by_one_full_read(tally: Tally) -> 
         (full,) = [r for r in stage.tick(due) if isinstance(r, ExecBatch)]
         assert full.complete and full.procs == no_full_read()
         assert tally.get(EVENTS_RESYNCS) == 2
-        # a batch classify's queue refused is a loss too
+        # a batch classify's queue refused is counted lost; no full read adds to its queue
         stage.dropped(ExecBatch("/proc", []), due + 5)
         assert tally.get(EVENTS_LOST, reason="dropped") == 1
-        assert stage.next_tick(due + 5) == due + 5
+        assert (stage.next_tick(due + 5) or float("inf")) > due + 5
     finally:
         stage.close()
 
