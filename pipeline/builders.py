@@ -64,10 +64,12 @@ def enforcer(config: Config, meter: Meter) -> enforce.Enforcer:
         raise ConfigError(f"enforce.output: {err}") from None
 
 
-def events_stage(config: Config, meter: Meter) -> events.EventsStage:
+def events_stage(config: Config, meter: Meter, restarted: bool | None = None) -> events.EventsStage:
     """The events stage: its subscription (or why there is none), its reader and pins, and
     the full read of procfs that follows a loss (one reader over every pid, no descriptors
-    kept: it runs seldom; its skips are not the scan's to count)."""
+    kept: it runs seldom; its skips are not the scan's to count). What happened before it
+    listened is a loss (``restart``, or ``start`` when it cannot be told), except at the
+    supervisor's first start of it, which starts the scan rounds at the same moment."""
     e = config.events
     if e.mode == "poll":
         raise ConfigError("events.mode is poll: there is no events stage to run")
@@ -103,8 +105,15 @@ def events_stage(config: Config, meter: Meter) -> events.EventsStage:
         finally:
             whole.close()
 
+    at_start = None if restarted is False else ("restart" if restarted else "start")
     return events.EventsStage(
-        source, reader, full_read, meter, pin_hold=e.pin_hold, read_batch=e.read_batch
+        source,
+        reader,
+        full_read,
+        meter,
+        pin_hold=e.pin_hold,
+        read_batch=e.read_batch,
+        lost_at_start=at_start,
     )
 
 
@@ -123,6 +132,7 @@ def build_stage(  # noqa: PLR0911 - one return per stage
     index: int,
     count: int,
     signatures: SignatureSet | None,
+    restarted: bool | None = None,
 ) -> Stage:
     """The logic object of one stage process (``index`` of ``count`` replicas).
     ``signatures`` are match's, compiled by the preflight checks."""
@@ -147,5 +157,5 @@ def build_stage(  # noqa: PLR0911 - one return per stage
     if name == "enforce":
         return enforce.EnforceStage(enforcer(config, meter))
     if name == "events":
-        return events_stage(config, meter)
+        return events_stage(config, meter, restarted)
     raise KeyError(f"no stage named {name!r}; stages are {', '.join(STAGE_NAMES)}")

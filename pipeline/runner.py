@@ -252,10 +252,12 @@ def run_stage(
     metrics_addr: str | None = None,
     inbox: SignalInbox | None = None,
     prepared: Prepared | None = None,
+    restarted: bool | None = None,
 ) -> int:
     """Run one stage process until SIGTERM/SIGINT; returns its exit code.
 
     ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
+    ``restarted``: whether the supervisor started this stage before (``None``: not known).
     """
     wiring = WIRING[name]
     if prepared is None:
@@ -267,7 +269,13 @@ def run_stage(
         serve_in_thread(metrics_addr, meter.registry)
     endpoints = Endpoints(config.transport, binders())
     stage = build_stage(
-        name, config, meter, index=index, count=count, signatures=prepared.signatures
+        name,
+        config,
+        meter,
+        index=index,
+        count=count,
+        signatures=prepared.signatures,
+        restarted=restarted,
     )
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     loop = StageLoop(

@@ -124,7 +124,13 @@ class Supervisor:
         if child.name == TAPHUB:
             return run_taphub(self.config, inbox)
         return run_stage(
-            child.name, self.config, child.index, child.count, inbox=inbox, prepared=self.prepared
+            child.name,
+            self.config,
+            child.index,
+            child.count,
+            inbox=inbox,
+            prepared=self.prepared,
+            restarted=child.restarts > 0,
         )
 
     def reap(self) -> None:

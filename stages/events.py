@@ -7,7 +7,7 @@ candidate's environment), pins its executable (``stages.pins``) so match can jud
 it has gone, and sends one ``ExecBatch`` to classify with each process's ancestry
 (``stages.lineage``). Classify attributes them against its last full round.
 
-Lost events are expected (ENOBUFS under a fork storm, the stage's own start or restart): each
+Lost events are expected (ENOBUFS under a fork storm, the stage's restart): each
 is counted and followed by a full read of procfs, sent as a ``complete`` batch. Full reads are
 spaced by at least ``RESYNC_GAP`` and ten times the last one's duration (losses in between
 share the one that follows them), so a storm of losses on a node of 150,000 processes costs
@@ -83,6 +83,7 @@ class EventsStage(Stage):
         *,
         pin_hold: float = PIN_HOLD,
         read_batch: int = READ_DATAGRAMS,
+        lost_at_start: str | None = "start",
         now: float = 0.0,
     ) -> None:
         self.reader = reader
@@ -109,8 +110,11 @@ class EventsStage(Stage):
         self.source = source
         meter.set(EVENTS_AVAILABLE, 1, reason=LIVE)
         log.info("process events live (netlink port %d)", source.port_id)
-        # What happened before this process listened is unknown: a first start or a restart.
-        self._lost("start", now)
+        # What happened before this process listened is unknown: after a restart (or a start
+        # that cannot be told from one) that is a loss; ``None`` at a first start beside the
+        # scan shards, whose first round is at once anyway.
+        if lost_at_start is not None:
+            self._lost(lost_at_start, now)
 
     def wake_fd(self) -> int | None:
         return None if self.source is None else self.source.fileno()

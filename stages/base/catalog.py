@@ -162,8 +162,9 @@ CATALOG: dict[str, MetricSpec] = {
         MetricSpec(
             EVENTS_LOST,
             "counter",
-            "times events were or may have been lost (enobufs, overrun, truncated, dropped "
-            "downstream, error, start), each followed by a full read of procfs",
+            "times events were or may have been lost (enobufs, overrun, truncated, error, "
+            "restart, start: followed by a full read of procfs; dropped: a batch classify's "
+            "queue refused)",
             ("reason",),
         ),
         MetricSpec(
