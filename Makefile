@@ -29,7 +29,7 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
-# Issue #5's benchmarks, one table on stdout (bench/README.md); under 5 minutes.
+# Issues #5 and #10's benchmarks, one table on stdout (bench/README.md); about 7 minutes.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 from pipeline.bounds import shard_argv_budget
 from pipeline.config import Config, ConfigError
 from pipeline.wiring import STAGE_NAMES
-from stages import classify, enforce, filter, match, podlist, providers, scan, tree
+from stages import classify, enforce, events, filter, match, podlist, providers, scan, tree
 from stages.base.contract import Stage
-from stages.base.meter import Meter
+from stages.base.meter import Meter, Tally
+from stages.base.schema import RawProcess
+from stages.execread import ExecReader
+from stages.known import fd_budget
+from stages.pins import PinnedExecutables
+from stages.procevents import Unavailable, subscribe
 from stages.signatures import SignatureSet
 
 
@@ -86,7 +91,67 @@ def enforcer(config: Config, meter: Meter) -> enforce.Enforcer:
         raise ConfigError(f"enforce.output: {err}") from None
 
 
-def build_stage(
+def events_stage(config: Config, meter: Meter, restarted: bool | None = None) -> events.EventsStage:
+    """The events stage: its subscription (or why there is none), its reader and pins, and
+    the full read of procfs that follows a loss (one reader over every pid, no descriptors
+    kept: it runs seldom; its skips are not the scan's to count). What happened before it
+    listened is a loss (``restart``, or ``start`` when it cannot be told), except at the
+    supervisor's first start of it, which starts the scan rounds at the same moment."""
+    e = config.events
+    if e.mode == "poll":
+        raise ConfigError("events.mode is poll: there is no events stage to run")
+    source = subscribe(rcvbuf=e.rcvbuf_bytes)
+    if isinstance(source, Unavailable) and e.mode == "events":
+        raise ConfigError(f"events.mode is events, but process events are unavailable: "
+                          f"{source.reason}: {source.detail}")  # fmt: skip
+    pins = PinnedExecutables(
+        # each file held is a descriptor: within RLIMIT_NOFILE (raised towards its hard limit)
+        max_files=fd_budget(e.pin_files),
+        max_bytes=e.pin_bytes,
+        max_processes=e.pin_processes,
+        proc_root=config.proc_root,
+    )
+    reader = ExecReader(
+        config.proc_root,
+        pins,
+        cmdline_max_bytes=config.scan.cmdline_max_bytes,
+        environ_max_bytes=config.scan.environ_max_bytes,
+    )
+
+    def full_read() -> list[RawProcess]:
+        whole = scan.ShardReader(
+            config.proc_root,
+            Tally(),
+            cmdline_max_bytes=config.scan.cmdline_max_bytes,
+            environ_max_bytes=config.scan.environ_max_bytes,
+            recheck_every=1,
+            keep_open=0,
+        )
+        try:
+            return whole.read(0).procs
+        finally:
+            whole.close()
+
+    at_start = None if restarted is False else ("restart" if restarted else "start")
+    return events.EventsStage(
+        source,
+        reader,
+        full_read,
+        meter,
+        pin_hold=e.pin_hold,
+        read_batch=e.read_batch,
+        lost_at_start=at_start,
+    )
+
+
+def tree_grace(config: Config) -> float:
+    """How long the tree waits for a round's shards: with several, their rounds start at
+    independent random phases within the interval, so up to an interval apart."""
+    spread = config.scan.interval if config.scan.shards > 1 else 0.0
+    return config.tree.grace + spread
+
+
+def build_stage(  # noqa: PLR0911 - one return per stage
     name: str,
     config: Config,
     meter: Meter,
@@ -94,6 +159,7 @@ def build_stage(
     index: int,
     count: int,
     signatures: SignatureSet | None,
+    restarted: bool | None = None,
 ) -> Stage:
     """The logic object of one stage process (``index`` of ``count`` replicas).
     ``signatures`` are match's, compiled by the preflight checks."""
@@ -107,7 +173,7 @@ def build_stage(
         )
     if name == "tree":
         return tree.TreeStage(
-            config.scan.shards, config.tree.grace, meter, interval=config.scan.interval
+            config.scan.shards, tree_grace(config), meter, interval=config.scan.interval
         )
     if name == "classify":
         return classify.ClassifyStage(meter, workspace_providers(config, meter))
@@ -124,4 +190,6 @@ def build_stage(
         return match.MatchStage(matcher(config, meter, signatures))
     if name == "enforce":
         return enforce.EnforceStage(enforcer(config, meter))
+    if name == "events":
+        return events_stage(config, meter, restarted)
     raise KeyError(f"no stage named {name!r}; stages are {', '.join(STAGE_NAMES)}")

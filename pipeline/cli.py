@@ -15,6 +15,7 @@ import msgspec
 from pipeline.config import Config, ConfigError, load_named_config, parse_addr
 from pipeline.keyscli import add_commands as add_keys_commands
 from pipeline.matchcli import add_commands as add_match_commands
+from pipeline.signals import SignalInbox
 from pipeline.wiring import STAGE_NAMES, TAPHUB, replicas
 from stages.base import exitcodes
 
@@ -56,6 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    # Caught from here on, before the heavy imports and the preflight (which compiles the
+    # signatures): a SIGTERM during start-up then stops the stage cleanly once it is up,
+    # instead of killing it half-started.
+    inbox = SignalInbox()
     from pipeline.preflight import preflight  # noqa: PLC0415 - light CLI
     from pipeline.runner import run_stage  # noqa: PLC0415 - light CLI
     from pipeline.tap import run_taphub  # noqa: PLC0415 - light CLI
@@ -64,7 +69,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     _check_addr(args.metrics_addr)
     if args.name == TAPHUB:
         prepared = preflight(config, [TAPHUB])  # the run directory, the hub's keys
-        return run_taphub(config, security=prepared.security)
+        return run_taphub(config, inbox, security=prepared.security)
     if args.name not in STAGE_NAMES:
         raise ConfigError(f"no stage {args.name!r}; stages are {', '.join(STAGE_NAMES)}, {TAPHUB}")
     index, count = 0, replicas(args.name, config)
@@ -76,7 +81,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
             )
     elif args.name == "scan" and count > 1:
         raise ConfigError(f"scan.shards is {count}: say which shard this is with --shard K/{count}")
-    return run_stage(args.name, config, index, count, metrics_addr=args.metrics_addr)
+    return run_stage(args.name, config, index, count, metrics_addr=args.metrics_addr, inbox=inbox)
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
@@ -138,7 +143,9 @@ def _parser() -> argparse.ArgumentParser:
         "stage", cmd_stage, "one stage alone, for docker-compose, systemd or Kubernetes"
     )
     stage.add_argument(
-        "name", metavar="NAME", help="scan, tree, classify, filter, match, enforce or taphub"
+        "name",
+        metavar="NAME",
+        help="scan, tree, classify, filter, match, enforce, events or taphub",
     )
     stage.add_argument(
         "--shard", metavar="K/N", help="scan: this process reads pids with pid mod N == K"

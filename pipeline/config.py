@@ -101,8 +101,9 @@ class ScanConfig(_Section, frozen=True):
 
 
 class TreeConfig(_Section, frozen=True):
-    # How long after a round's first shard arrived the others may take; a later shard is
-    # left out of that round and counted.
+    # How long after a round's first shard arrived the others may take (plus scan.interval
+    # with several shards, whose rounds start at random phases); a later shard is left out
+    # of that round and counted.
     grace: Duration = Duration(1.0)
 
 
@@ -112,6 +113,25 @@ class FilterConfig(_Section, frozen=True):
     # verdict after ack_timeout is offered again, at most max_attempts times in all.
     ack_timeout: Duration = Duration(60.0)
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+
+
+class EventsConfig(_Section, frozen=True):
+    """Discovery by process events (the kernel's proc connector), beside the poll rounds.
+    ``auto``: the events stage runs and uses them where the kernel lets it, else says why
+    and the rounds go on alone; ``events``: refuse to start without them; ``poll``: rounds
+    only (no events stage)."""
+
+    mode: Literal["auto", "events", "poll"] = "auto"
+    # Executables held open for processes that may exit before match reads them: how many
+    # files, how many bytes in all, how many processes, and for how long each.
+    pin_files: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 1024
+    pin_bytes: ByteCount = 1 << 30
+    pin_processes: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 65536
+    pin_hold: Duration = Duration(10.0)
+    # The netlink socket's receive buffer (more needs CAP_NET_ADMIN beyond net.core.rmem_max).
+    rcvbuf_bytes: Annotated[int, msgspec.Meta(ge=4096, le=1 << 30)] = 32 << 20
+    # Datagrams (one event each) taken per wake-up before timers and signals get a look in.
+    read_batch: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 512
 
 
 class TransportConfig(_Section, frozen=True):
@@ -272,6 +292,7 @@ class Config(_Section, frozen=True):
     scan: ScanConfig = msgspec.field(default_factory=ScanConfig)
     tree: TreeConfig = msgspec.field(default_factory=TreeConfig)
     filter: FilterConfig = msgspec.field(default_factory=FilterConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     match: MatchConfig = msgspec.field(default_factory=MatchConfig)
     enforce: EnforceConfig = msgspec.field(default_factory=EnforceConfig)
     transport: TransportConfig = msgspec.field(default_factory=TransportConfig)

@@ -33,7 +33,7 @@ from zmq.utils import z85
 
 from pipeline.rundir import RunDirError, open_private_dir
 
-ROLES = ("scan", "tree", "classify", "filter", "match", "enforce", "taphub", "tap")
+ROLES = ("scan", "tree", "classify", "filter", "match", "enforce", "events", "taphub", "tap")
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"  # noqa: S105 - a file name suffix
 MAX_KEY_FILE = 4096  # pyzmq writes about 300 bytes; anything far larger is not a key file

@@ -10,7 +10,7 @@ from stages.base import exitcodes
 GENERATE_HELP = "write a CURVE key pair for every stage role into DIR (made with mode 0700)"
 GENERATE_EPILOG = """\
 Writes <role>.key (public, 0644) and <role>.key_secret (0600) for the roles scan, tree,
-classify, filter, match, enforce, taphub and tap (the `procsmith tap` client). Point
+classify, filter, match, enforce, events, taphub and tap (the `procsmith tap` client). Point
 transport.keys_dir at DIR. Every process needs all the public keys and its own secret one.
 Exit status: 0 when written; 2 when DIR already holds keys (use --force to replace them),
 or DIR is not a private directory of this user (mode 0700, no symlinks).

@@ -20,6 +20,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.rundir import RunDirError, open_private_dir
 from pipeline.security import Security, load_security
 from pipeline.transport import run_dir_of
+from stages.procevents import Unavailable, subscribe
 from stages.signatures import SignatureError, SignatureSet, load_signatures
 
 
@@ -44,6 +45,8 @@ def preflight(config: Config, stages: Iterable[str]) -> Prepared:
     security = load_security(config.transport, stages)
     if "enforce" in stages:
         _check_enforce(config)
+    if "events" in stages and config.events.mode == "events":
+        _check_events()
     signatures = None
     if "match" in stages:
         try:
@@ -51,6 +54,16 @@ def preflight(config: Config, stages: Iterable[str]) -> Prepared:
         except SignatureError as err:
             raise ConfigError(f"match.signatures: {err}") from None
     return Prepared(signatures, security)
+
+
+def _check_events() -> None:
+    """events.mode "events" promises events: a node that cannot have them is refused."""
+    probe = subscribe(timeout=2.0)
+    if isinstance(probe, Unavailable):
+        raise ConfigError(
+            f"events.mode is events, but process events are unavailable here: {probe.detail}"
+        )
+    probe.close()
 
 
 def _check_enforce(config: Config) -> None:

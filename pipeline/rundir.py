@@ -6,7 +6,8 @@ How: ``/`` is opened, then every component of the path with ``openat(parent, nam
 O_DIRECTORY | O_NOFOLLOW)``; the last one is created with ``mkdirat(parent, name, 0700)`` if it
 is missing (and so is any missing parent). A symlink anywhere in the path is refused
 (``ELOOP``/``ENOTDIR``). The directory is then judged by ``fstat`` on the descriptor we hold:
-a directory, owned by this euid, mode exactly 0700. Whatever the path names later, the descriptor stays that directory.
+a directory, owned by this euid, mode exactly 0700. Whatever the path names later, the
+descriptor stays that directory.
 
 ZeroMQ binds and connects ipc endpoints by path, which would look the name up again. So
 sockets are addressed through the descriptor: ``ipc:///proc/self/fd/<fd>/<name>.sock``. The

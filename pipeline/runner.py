@@ -1,7 +1,8 @@
 """The loop every stage process runs, written once.
 
 receive → decode → ``stage.handle`` → encode → send without blocking → publish on the tap →
-count; plus the stage's timers (``next_tick``/``tick``) and the stop signals. A source (scan)
+count; plus the stage's timers (``next_tick``/``tick``), the descriptor a source may be driven
+by (``wake_fd``/``woken``: the events stage's netlink socket) and the stop signals. A source (scan)
 is a stage without an input; a sink (enforce) one without routes. On SIGTERM/SIGINT the stage
 finishes what it is doing, drains what is already queued for it (bounded by
 ``transport.drain``), emits what it still holds, and closes its sockets with LINGER.
@@ -169,6 +170,9 @@ class StageLoop:
         for monitor in watched:
             poller.register(monitor, zmq.POLLIN)
         poller.register(self.tap, zmq.POLLIN)
+        wake = self.stage.wake_fd()
+        if wake is not None:
+            poller.register(wake, zmq.POLLIN)
         while True:
             self.beat()
             now = time.time()
@@ -189,6 +193,8 @@ class StageLoop:
                     watch.take()
             if self.tap in events:
                 self._drain_tap()
+            if wake is not None and wake in events:
+                self.emit(self.stage.woken(time.time()))
         self.drain()
 
     def receive(self, limit: int) -> int:
@@ -277,10 +283,12 @@ def run_stage(
     metrics_addr: str | None = None,
     inbox: SignalInbox | None = None,
     prepared: Prepared | None = None,
+    restarted: bool | None = None,
 ) -> int:
     """Run one stage process until SIGTERM/SIGINT; returns its exit code.
 
     ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
+    ``restarted``: whether the supervisor started this stage before (``None``: not known).
     """
     wiring = WIRING[name]
     return_freed_memory()
@@ -292,7 +300,13 @@ def run_stage(
     if metrics_addr:
         serve_in_thread(metrics_addr, meter.registry)
     stage = build_stage(
-        name, config, meter, index=index, count=count, signatures=prepared.signatures
+        name,
+        config,
+        meter,
+        index=index,
+        count=count,
+        signatures=prepared.signatures,
+        restarted=restarted,
     )
     security = prepared.security.for_role(name)
     endpoints = Endpoints(config.transport, binders(), security=security, role=name)

@@ -198,7 +198,13 @@ class Supervisor:
             assert self.prepared is not None  # noqa: S101 - prepare() ran before any fork
             return run_taphub(self.config, inbox, self.prepared.security)
         return run_stage(
-            child.name, self.config, child.index, child.count, inbox=inbox, prepared=self.prepared
+            child.name,
+            self.config,
+            child.index,
+            child.count,
+            inbox=inbox,
+            prepared=self.prepared,
+            restarted=child.restarts > 0,
         )
 
     def reap(self) -> None:

@@ -1,6 +1,7 @@
 """The shape of the pipeline: which stage reads which endpoint and where its records go.
 
     scan (N) -ShardScan-> tree -Round-> classify -Workloads-> filter -Process-> match (M)
+    events -ExecBatch-> classify -ExecWorkloads-> filter: processes read at their exec
     match -Finding-> enforce
     match, enforce -Judged-> filter: the stage that finishes with a process acknowledges it
     (match a clean one, enforce one with a finding once the finding is written out)
@@ -21,7 +22,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.config import Config
-from stages.base.schema import Finding, Judged, Process, Round, ShardScan, Workloads
+from stages.base.schema import (
+    ExecBatch,
+    ExecWorkloads,
+    Finding,
+    Judged,
+    Process,
+    Round,
+    ShardScan,
+    Workloads,
+)
 
 if TYPE_CHECKING:
     pass
@@ -41,12 +51,13 @@ WIRING: dict[str, StageWiring] = {
     for w in (
         StageWiring("scan", None, {ShardScan: "tree"}, scaled=True),
         StageWiring("tree", "tree", {Round: "classify"}),
-        StageWiring("classify", "classify", {Workloads: "filter"}),
+        StageWiring("classify", "classify", {Workloads: "filter", ExecWorkloads: "filter"}),
         StageWiring("filter", "filter", {Process: "match"}),
         StageWiring(
             "match", "match", {Finding: "enforce", Judged: "filter"}, scaled=True, waits=True
         ),
         StageWiring("enforce", "enforce", {Judged: "filter"}, waits=True),
+        StageWiring("events", None, {ExecBatch: "classify"}),
     )
 }
 STAGE_NAMES = tuple(WIRING)
@@ -54,7 +65,7 @@ STAGE_NAMES = tuple(WIRING)
 # `procsmith stage` can start, binding both tap endpoints.
 TAPHUB = "taphub"
 # Start order: consumers before producers, so the first round finds its peers.
-START_ORDER = ("enforce", "match", "filter", "classify", "tree", "scan")
+START_ORDER = ("enforce", "match", "filter", "classify", "tree", "events", "scan")
 # Stop order: producers first, so each stage can drain what its upstream sent.
 STOP_ORDER = tuple(reversed(START_ORDER))
 
@@ -80,4 +91,6 @@ def replicas(name: str, config: Config) -> int:
         return config.scan.shards
     if name == "match":
         return config.match.replicas
+    if name == "events":
+        return 0 if config.events.mode == "poll" else 1
     return 1

@@ -116,11 +116,13 @@ def run_chaos(tmp: Path, seconds: float, kill_every: float, seed: int = 1) -> Ch
             return [float(r["record"]["started"]) for r in tap.of("filter", "filtered")]
 
         def due() -> set[int]:
+            # A round's start is its earliest shard's; each shard starts its rounds at its own
+            # random phase, so the one reading a pid may start up to an interval later.
             starts = rounds()
             return {
                 life.pid
                 for life in lives.values()
-                if sum(life.born <= s and s + 0.05 < life.died for s in starts) >= 2
+                if sum(life.born <= s and s + INTERVAL + 0.05 < life.died for s in starts) >= 2
             }
 
         def missing() -> set[int]:

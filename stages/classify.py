@@ -7,10 +7,21 @@ from typing import NamedTuple, Protocol
 
 import xxhash
 
-from stages.base.catalog import INDEX_SIZE, WORKSPACE_COUNT
+from stages.attribution import LastRound
+from stages.base.catalog import CLASSIFY_EXECS, INDEX_SIZE, WORKSPACE_COUNT
 from stages.base.contract import Stage
 from stages.base.meter import Meter
-from stages.base.schema import Kind, Process, RawProcess, Record, Round, Workloads, Workspace
+from stages.base.schema import (
+    ExecBatch,
+    ExecWorkloads,
+    Kind,
+    Process,
+    RawProcess,
+    Record,
+    Round,
+    Workloads,
+    Workspace,
+)
 from stages.procfs import WORKSPACE_ENV, is_ring1
 from stages.redact import strip_userinfo
 
@@ -132,6 +143,7 @@ def process_record(proc: RawProcess, kind: Kind, ws: Workspace | None, proc_root
         workspace=ws,
         exe_dev=proc.exe_dev,
         exe_ino=proc.exe_ino,
+        pin=proc.pin,
     )
 
 
@@ -155,13 +167,21 @@ class FindWorkspaces(Protocol):
     def find(self, index: dict[int, Node], procs: Sequence[RawProcess]) -> Classification: ...
 
 
-def classify_round(rnd: Round, meter: Meter, providers: FindWorkspaces | None = None) -> Workloads:
+def classify_round(
+    rnd: Round,
+    meter: Meter,
+    providers: FindWorkspaces | None = None,
+    last: LastRound | None = None,
+) -> Workloads:
     """Index a round, classify it and keep its user workloads; sets the detector's gauges.
-    Without ``providers``, the Gitpod tree rule alone."""
+    Without ``providers``, the Gitpod tree rule alone. ``last`` is told what the round
+    found, for processes that exec before the next one."""
     index = build_index(rnd.procs)
     meter.set(INDEX_SIZE, len(index))
     classification = classify(index) if providers is None else providers.find(index, rnd.procs)
     meter.set(WORKSPACE_COUNT, classification.workspaces)
+    if last is not None:
+        last.update(classification.inside, {p.pid: p.starttime for p in rnd.procs})
     return Workloads(
         round_id=rnd.round_id,
         procs=user_workloads(index, classification, rnd.proc_root),
@@ -170,13 +190,38 @@ def classify_round(rnd: Round, meter: Meter, providers: FindWorkspaces | None = 
     )
 
 
+def classify_execs(
+    batch: ExecBatch, last: LastRound, meter: Meter, providers: FindWorkspaces | None = None
+) -> ExecWorkloads:
+    """The user workloads among processes read at their exec (``stages.attribution``). A
+    complete batch (a full read after lost events) is classified as a round is, and becomes
+    the last round; it is still not a round to the filter."""
+    if batch.complete:
+        rnd = Round(-1, batch.proc_root, batch.procs, started=batch.started)
+        full = classify_round(rnd, meter, providers, last)
+        return ExecWorkloads(full.procs, len(batch.procs), batch.started)
+    out: list[Process] = []
+    for i, proc in enumerate(batch.procs):
+        found = last.attribute(proc, batch.ancestry[i] if i < len(batch.ancestry) else [])
+        if found is not None:
+            out.append(process_record(proc, found[0], found[1], batch.proc_root))
+    if out:
+        meter.inc(CLASSIFY_EXECS, len(out), result="workload")
+    if len(batch.procs) > len(out):
+        meter.inc(CLASSIFY_EXECS, len(batch.procs) - len(out), result="outside")
+    return ExecWorkloads(out, len(batch.procs), batch.started)
+
+
 class ClassifyStage(Stage):
-    accepts = (Round,)
+    accepts = (Round, ExecBatch)
 
     def __init__(self, meter: Meter, providers: FindWorkspaces | None = None) -> None:
         self.meter = meter
         self.providers = providers
+        self.last = LastRound()
 
     def handle(self, record: Record, now: float) -> Sequence[Record]:
+        if isinstance(record, ExecBatch):
+            return [classify_execs(record, self.last, self.meter, self.providers)]
         assert isinstance(record, Round)  # noqa: S101 - the runner checks `accepts`
-        return [classify_round(record, self.meter, self.providers)]
+        return [classify_round(record, self.meter, self.providers, self.last)]

@@ -18,7 +18,7 @@ from stages.base.catalog import (
 )
 from stages.base.contract import Stage
 from stages.base.meter import Meter
-from stages.base.schema import Filtered, Judged, Process, Record, Workloads
+from stages.base.schema import ExecWorkloads, Filtered, Judged, Process, Record, Workloads
 from stages.fairqueue import interleave
 
 # D8: the process identity plus its executable. No ppid, so re-parenting (the parent died)
@@ -66,13 +66,15 @@ class SeenFilter:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def unseen(self, procs: Iterable[Process]) -> list[Process]:
+    def unseen(self, procs: Iterable[Process], *, partial: bool = False) -> list[Process]:
         """The processes neither judged nor awaiting a verdict; hits refresh the LRU. Each call
-        is a new round.
+        is a new round, unless ``partial``: processes read at their exec are not a round, and
+        must not age the live processes they leave out into evictable ones.
 
         A process awaiting its verdict counts as a hit: it has been handed on.
         """
-        self._round += 1
+        if not partial:
+            self._round += 1
         fresh = []
         hits = 0
         for proc in procs:
@@ -138,7 +140,7 @@ class FilterStage(Stage):
     """Workloads in, new processes out (one record each, so match replicas share them);
     ``Judged`` verdicts from match come in on the same socket and complete the handover."""
 
-    accepts = (Workloads, Judged)
+    accepts = (Workloads, Judged, ExecWorkloads)
 
     def __init__(
         self, seen: SeenFilter, meter: Meter, *, ack_timeout: float, max_attempts: int
@@ -156,6 +158,9 @@ class FilterStage(Stage):
                 self.meter.inc(RECORDS_REFUSED, stage="filter", reason="not_handed_on")
             self.meter.set(FILTER_INFLIGHT, self.seen.inflight)
             return ()
+        if isinstance(record, ExecWorkloads):
+            # Not a round: no round counted, no Filtered record, the LRU's round unchanged.
+            return self.seen.unseen(record.procs, partial=True)
         assert isinstance(record, Workloads)  # noqa: S101 - the runner checks `accepts`
         again, gave_up = self.seen.overdue(now, self.ack_timeout, self.max_attempts)
         if again:

@@ -7,13 +7,17 @@ The executable is read through ``<proc_root>/<pid>/exe``; its verdict is cached 
 (device, inode, size, mtime), so many processes of one binary cost one scan. Command-line
 rules are applied to every process (they do not depend on the executable). Before anything
 is reported the pid's starttime is read again: a pid that now names another process
-(``reused``) or none (``vanished``) gets no finding.
+(``reused``) or none (``vanished``) gets no finding — unless the record names the
+executable pinned at its exec (``Process.pin``, from the events stage): then a process that
+has exited, or whose executable cannot be opened any more, is judged through the pin, once
+the pinned file is shown to be the one the record names (device and inode).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,6 +29,7 @@ from stages.base.catalog import (
     MATCH_EXE_SCANS,
     MATCH_EXE_TRUNCATED,
     MATCH_FINDINGS,
+    MATCH_PINNED,
     MATCH_QUEUE_REFUSED,
     MATCH_QUEUED,
     MATCH_SKIPPED,
@@ -46,6 +51,9 @@ from stages.signatures.exefile import open_regular, read_prefix
 log = logging.getLogger("procsmith.match")
 
 FINISH_BUDGET = 0.5  # seconds a stopping match spends on what it still has queued
+# What a pin looks like: a descriptor of the events stage, /proc/<holder pid>/fd/<n>.
+_PIN_FORM = re.compile(r"/.+/\d+/fd/\d+")
+
 # Why an executable could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
 
@@ -87,8 +95,13 @@ class Matcher:
         if self.delay > 0:
             time.sleep(self.delay)
         verdict = self._judge_executable(proc.path)
-        hits = most_severe_first([*verdict.hits, *self.signatures.judge_argv(proc.cmdline)])
         gone = still_same(os.path.dirname(proc.path), proc.starttime)
+        if proc.pin and (gone is not None or verdict.problem == "vanished"):
+            pinned = self._judge_pinned(proc)
+            if pinned is not None:
+                # The file the process ran, whatever its pid names now: a verdict on it.
+                verdict, gone = pinned, None
+        hits = most_severe_first([*verdict.hits, *self.signatures.judge_argv(proc.cmdline)])
         if gone is not None:
             # Nothing is said of a pid that may now be someone else.
             self.meter.inc(MATCH_SKIPPED, reason=gone)
@@ -107,11 +120,30 @@ class Matcher:
         outcome = "clean" if problem is None else _OUTCOME_OF_PROBLEM.get(problem, "error")
         return [Judged(proc, outcome)]
 
-    def _judge_executable(self, path: str) -> Verdict:
+    def _judge_pinned(self, proc: Process) -> Verdict | None:
+        """The verdict on the pinned executable, or ``None`` (counted) when the pin cannot be
+        opened or holds another file than the record's (its descriptor number was reused)."""
+        if not _PIN_FORM.fullmatch(proc.pin):
+            self.meter.inc(MATCH_PINNED, result="unreadable")
+            return None
+        verdict = self._judge_executable(proc.pin, (proc.exe_dev, proc.exe_ino))
+        if verdict.problem == "mismatch":
+            self.meter.inc(MATCH_PINNED, result="mismatch")
+            return None
+        if verdict.problem not in (None, "timeout"):
+            self.meter.inc(MATCH_PINNED, result="unreadable")
+            return None
+        self.meter.inc(MATCH_PINNED, result="judged")
+        return verdict
+
+    def _judge_executable(self, path: str, expect: tuple[int, int] | None = None) -> Verdict:
         try:
             fd, identity = open_regular(path)
         except Unjudgeable as err:
             return Verdict((), err.reason)
+        if expect is not None and (identity.dev, identity.ino) != expect:
+            os.close(fd)
+            return Verdict((), "mismatch")
         try:
             cached = self._verdicts.get(identity)
             if cached is not None:

@@ -31,7 +31,7 @@ from simulation.harness import procsmith, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-PIPELINE = {"scan-0", "scan-1", "tree", "classify", "filter", "match", "enforce"}
+PIPELINE = {"scan-0", "scan-1", "tree", "classify", "filter", "match", "enforce", "events"}
 SECRETS_DIR = "/run/secrets"  # where compose mounts a service's secrets
 
 
@@ -62,6 +62,18 @@ def test_compose_file_is_valid_and_complete() -> None:
         assert "/proc:/host/proc:ro" in svc[name]["volumes"]
     for name in ("taphub", "tap"):
         assert svc[name]["profiles"] == ["debug"]
+    # The events stage: the initial network namespace (the connector is only there) and
+    # NET_ADMIN; the host's pids and procfs; the host's loopback for what it talks to.
+    events = svc["events"]
+    assert events["command"][:2] == ["stage", "events"]
+    assert events["network_mode"] == "host" and "networks" not in events
+    assert {"NET_ADMIN", "SYS_PTRACE"} <= set(events["cap_add"])
+    assert events["pid"] == "host" and "/proc:/host/proc:ro" in events["volumes"]
+    assert events["environment"]["PROCSMITH_TRANSPORT__HOSTS__CLASSIFY"] == "127.0.0.1"
+    assert "127.0.0.1:5602:5602" in svc["classify"]["ports"]  # base_port + classify's offset
+    assert "127.0.0.1:9501" in events["command"]  # not the host's 9500
+    # every other stage keeps its private network
+    assert [n for n, s in svc.items() if "network_mode" in s] == ["events"]
     assert "build" in svc["scan-0"]
     assert {s["image"] for s in svc.values()} == {"procsmith:local"}
     assert svc["keys"]["profiles"] == ["setup"]

@@ -135,7 +135,7 @@ def test_kill_9_of_each_stage_is_restarted_and_delivery_continues(tmp_path: Path
 
     with Pipeline(fs.root) as pipe:
         labels = [
-            "classify/0", "enforce/0", "filter/0", "match/0", "match/1",
+            "classify/0", "enforce/0", "events/0", "filter/0", "match/0", "match/1",
             "scan/0", "scan/1", "taphub/0", "tree/0",
         ]  # fmt: skip
         wait_until("every stage", lambda: sorted(pipe.children()) == labels, log=pipe.log)
@@ -152,7 +152,7 @@ def test_kill_9_of_each_stage_is_restarted_and_delivery_continues(tmp_path: Path
 
             wait_until(f"delivery after killing {label}", delivered, log=pipe.log)
         m = pipe.metrics()
-        for stage in ("scan", "tree", "classify", "filter", "match", "enforce", "taphub"):
+        for stage in ("scan", "tree", "classify", "filter", "match", "enforce", "events", "taphub"):
             assert m.get("procsmith_stage_restarts_total", stage=stage) >= 1, stage
             assert m.get("procsmith_stage_up", stage=stage, instance="0") == 1
 

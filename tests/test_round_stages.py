@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
+from pipeline.builders import tree_grace
+from pipeline.config import load_config
 from simulation.fakeproc import FakeProcfs
 from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
 from stages.base.meter import Tally
@@ -68,16 +72,52 @@ def test_what_the_tree_holds_goes_out_when_it_stops(tally: Tally) -> None:
 
 
 def test_scan_rounds_follow_the_wall_clock(fakeproc: FakeProcfs, tally: Tally) -> None:
-    scan = ScanStage(ShardReader(str(fakeproc.root), tally), interval=2.0)
+    phases = iter([0.25, 0.5, 0.75])
+    scan = ScanStage(
+        ShardReader(str(fakeproc.root), tally), interval=2.0, phase=lambda: next(phases)
+    )
     assert scan.next_tick(101.0) == 101.0  # the first round at once
     (first,) = scan.tick(101.0)
     assert isinstance(first, ShardScan) and first.round_id == 50
     assert [p.pid for p in first.procs] == [1]
-    assert scan.next_tick(101.5) == 102.0  # then at the next multiple of the interval
-    (second,) = scan.tick(102.0)
+    assert scan.next_tick(101.5) == 102.5  # then at its phase within the next interval
+    (second,) = scan.tick(102.5)
     assert isinstance(second, ShardScan) and second.round_id == 51
-    # A round that ran past the interval: the next is due at once, numbered by the clock.
-    assert scan.next_tick(106.3) == 106.3
-    (late,) = scan.tick(106.3)
+    # A round that ran past its interval: the next interval's is due at its own phase...
+    assert scan.next_tick(104.3) == 105.0
+    # ...and at once when that has passed too, numbered by the clock.
+    assert scan.next_tick(107.9) == 107.9
+    (late,) = scan.tick(107.9)
     assert isinstance(late, ShardScan) and late.round_id == 53
     scan.close()
+
+
+def test_round_starts_are_not_at_fixed_multiples(fakeproc: FakeProcfs, tally: Tally) -> None:
+    """Each round starts at a fresh random phase of its interval (the kernel's random bytes),
+    inside its own interval; two shards drawing their own phases agree on the round ids."""
+    shards = [ScanStage(ShardReader(str(fakeproc.root), tally), interval=1.0) for _ in range(2)]
+    starts: list[list[tuple[int, float]]] = [[], []]
+    for k, scan in enumerate(shards):
+        now = 1000.0
+        scan.tick(now)
+        for _ in range(40):
+            now = scan.next_tick(now)
+            (rec,) = scan.tick(now)
+            assert isinstance(rec, ShardScan)
+            starts[k].append((rec.round_id, now))
+        scan.close()
+    for rounds in starts:
+        assert [r for r, _ in rounds] == list(range(1001, 1041))  # one per interval, in order
+        assert all(r <= t < r + 1 for r, t in rounds)  # each inside its own interval
+        phases = [t - r for r, t in rounds]
+        assert len({round(p, 3) for p in phases}) > 30  # not one phase: not fixed multiples
+        assert max(phases) - min(phases) > 0.5  # spread over the interval
+    assert [r for r, _ in starts[0]] == [r for r, _ in starts[1]]
+    assert [t for _, t in starts[0]] != [t for _, t in starts[1]]  # each shard its own phases
+
+
+def test_the_tree_waits_an_interval_more_for_shards_that_start_at_random_phases() -> None:
+    two = load_config(environ={"PROCSMITH_SCAN__INTERVAL": "3s", "PROCSMITH_TREE__GRACE": "1s"})
+    assert tree_grace(two) == 4.0  # the shards' rounds may start up to an interval apart
+    one = msgspec.structs.replace(two, scan=msgspec.structs.replace(two.scan, shards=1))
+    assert tree_grace(one) == 1.0

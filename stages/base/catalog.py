@@ -73,6 +73,18 @@ HTTP_DROPPED = "procsmith_http_connections_dropped_total"
 MATCH_QUEUED = "procsmith_match_queued"
 MATCH_QUEUE_REFUSED = "procsmith_match_queue_refused_total"
 
+# issue 10: event-driven discovery (stages/events.py, classify, filter, match)
+EVENTS_AVAILABLE = "procsmith_events_available"
+EVENTS_RECEIVED = "procsmith_events_received_total"
+EVENTS_LOST = "procsmith_events_lost_total"
+EVENTS_RESYNCS = "procsmith_events_full_reads_total"
+EVENTS_MALFORMED = "procsmith_events_malformed_total"
+EVENTS_READ_SKIPPED = "procsmith_events_read_skipped_total"
+EVENTS_PINS_HELD = "procsmith_events_pinned_files"
+EVENTS_PINS_OVERFLOW = "procsmith_events_pins_overflow_total"
+CLASSIFY_EXECS = "procsmith_classify_execs_total"
+MATCH_PINNED = "procsmith_match_pinned_total"
+
 CATALOG: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
@@ -233,6 +245,59 @@ CATALOG: dict[str, MetricSpec] = {
             "counter",
             "processes match refused (left unacknowledged) because its queue was full and "
             "their workspace had the most queued",
+        ),
+        # issue 10: event-driven discovery
+        MetricSpec(
+            EVENTS_AVAILABLE,
+            "gauge",
+            "1 while the events stage receives process events (reason live); 0 with the "
+            "reason they are unavailable (polling goes on alone)",
+            ("reason",),
+        ),
+        MetricSpec(EVENTS_RECEIVED, "counter", "process events received, by kind", ("kind",)),
+        MetricSpec(
+            EVENTS_LOST,
+            "counter",
+            "times events were or may have been lost (enobufs, overrun, truncated, error, "
+            "restart, start: followed by a full read of procfs; dropped: a batch classify's "
+            "queue refused)",
+            ("reason",),
+        ),
+        MetricSpec(
+            EVENTS_RESYNCS, "counter", "full reads of procfs the events stage made after a loss"
+        ),
+        MetricSpec(
+            EVENTS_MALFORMED,
+            "counter",
+            "netlink messages not read as events, by reason",
+            ("reason",),
+        ),
+        MetricSpec(
+            EVENTS_READ_SKIPPED,
+            "counter",
+            "exec'd processes whose read at exec was given up, by reason",
+            ("reason",),
+        ),
+        MetricSpec(EVENTS_PINS_HELD, "gauge", "executables the events stage holds open"),
+        MetricSpec(
+            EVENTS_PINS_OVERFLOW,
+            "counter",
+            "pins not taken or released early for a bound (evicted, refused)",
+            ("reason",),
+        ),
+        MetricSpec(
+            CLASSIFY_EXECS,
+            "counter",
+            "exec'd processes classify attributed against its last full round, by result "
+            "(workload, outside)",
+            ("result",),
+        ),
+        MetricSpec(
+            MATCH_PINNED,
+            "counter",
+            "processes judged through their pinned executable, by result (judged, mismatch, "
+            "unreadable)",
+            ("result",),
         ),
     )
 }

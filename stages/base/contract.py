@@ -2,7 +2,9 @@
 
 A stage receives records through ``handle`` and returns the records it emits. Sources (scan)
 and stages with deadlines (tree) also say when they next want to run (``next_tick``) and what
-they emit then (``tick``). The runner reports the fate of every emitted record: ``sent`` when
+they emit then (``tick``). A source driven by a file descriptor (the events stage's netlink
+socket) names it in ``wake_fd``; the runner polls it with its sockets and calls ``woken`` when
+it is readable. The runner reports the fate of every emitted record: ``sent`` when
 the next stage's queue took it, ``dropped`` when it was full (D7 depends on the difference).
 """
 
@@ -27,6 +29,15 @@ class Stage:
         return None
 
     def tick(self, now: float) -> Sequence[Record]:
+        return ()
+
+    def wake_fd(self) -> int | None:
+        """A descriptor whose readability calls for ``woken``; ``None`` (the default): none.
+        Asked once, when the runner starts its loop."""
+        return None
+
+    def woken(self, now: float) -> Sequence[Record]:
+        """``wake_fd`` is readable: take what is there (bounded) and return what it makes."""
         return ()
 
     def sent(self, record: Record, now: float) -> None:

@@ -9,6 +9,7 @@ import orjson
 
 from stages.base.schema import (
     PROCESS_JSON_FIELDS,
+    ExecWorkloads,
     Filtered,
     Finding,
     Judged,
@@ -63,11 +64,11 @@ def record_dict(record: Record) -> dict[str, Any]:
         return {"process": process_dict(record.process), "outcome": record.outcome}
     if isinstance(record, Filtered):
         return msgspec.structs.asdict(record)
-    if isinstance(record, Workloads):
+    if isinstance(record, Workloads | ExecWorkloads):
         out = msgspec.structs.asdict(record)
         out["procs"] = [process_dict(p) for p in record.procs]
         return out
-    # ShardScan and Round: their raw processes as objects rather than msgpack arrays.
+    # ShardScan, Round and ExecBatch: their raw processes as objects rather than msgpack arrays.
     out = msgspec.structs.asdict(record)
     out["procs"] = [msgspec.structs.asdict(p) for p in record.procs]
     return out

@@ -71,6 +71,9 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     exe_ino: int = 0
     gitpod_env: dict[str, str] | None = None
     cgroup: str = ""
+    # Where the executable pinned at exec can be reopened (``/proc/<holder>/fd/<n>``, holding
+    # the file ``exe_dev``/``exe_ino``); "" when the record comes from a poll round.
+    pin: str = ""
 
 
 class ShardScan(msgspec.Struct, tag="shard", frozen=True):
@@ -117,6 +120,7 @@ class Process(msgspec.Struct, tag="process", frozen=True):
     workspace: Workspace | None = None
     exe_dev: int = 0
     exe_ino: int = 0
+    pin: str = ""  # the RawProcess's: match judges an exited process through it
 
 
 class Workloads(msgspec.Struct, tag="workloads", frozen=True):
@@ -166,8 +170,43 @@ class Filtered(msgspec.Struct, tag="filtered", frozen=True):
     handed_on: int
 
 
+class ExecBatch(msgspec.Struct, tag="execs", frozen=True):
+    """Processes read at their exec by the events stage (events → classify).
+
+    ``ancestry[i]`` is ``(pid, starttime)`` of ``procs[i]``'s parent, grandparent and so on
+    (read from procfs, or remembered from earlier reads), for classify to find the nearest
+    one its last full round knows. ``complete``: not execs but a full read of procfs, made
+    after events were lost; then ``ancestry`` is empty and ``procs`` is the whole tree.
+    """
+
+    proc_root: str
+    procs: list[RawProcess]
+    ancestry: list[list[tuple[int, int]]] = msgspec.field(default_factory=list)
+    complete: bool = False
+    started: float = 0.0
+
+
+class ExecWorkloads(msgspec.Struct, tag="exec_workloads", frozen=True):
+    """The user workloads among a batch of exec'd processes (classify → filter). Never a
+    round: the filter judges them without counting a round or ageing its LRU."""
+
+    procs: list[Process]
+    execs: int = 0  # processes in the batch classify attributed (or not)
+    started: float = 0.0
+
+
 # Everything a stage may receive or emit. New record types are added here, and only here.
-Record = ShardScan | Round | Workloads | Process | Finding | Judged | Filtered
+Record = (
+    ShardScan
+    | Round
+    | Workloads
+    | Process
+    | Finding
+    | Judged
+    | Filtered
+    | ExecBatch
+    | ExecWorkloads
+)
 
 # The fields of SPEC §3, in order: what the CLI and the tap print for a process.
 PROCESS_JSON_FIELDS = (
