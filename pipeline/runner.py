@@ -163,6 +163,7 @@ class StageLoop:
         self.beat()
         self.wait_for_peers(inbox)
         poller = zmq.Poller()
+        listening = self.input is not None
         if self.input is not None:
             poller.register(self.input, zmq.POLLIN)
         poller.register(inbox.fd, zmq.POLLIN)
@@ -175,6 +176,14 @@ class StageLoop:
             poller.register(wake, zmq.POLLIN)
         while True:
             self.beat()
+            if self.input is not None and self.stage.wants_input() != listening:
+                # A stage whose own queue is full leaves frames in the socket: its queue
+                # fills, and the sender drops and counts (D7) instead of this stage growing.
+                listening = not listening
+                if listening:
+                    poller.register(self.input, zmq.POLLIN)
+                else:
+                    poller.unregister(self.input)
             now = time.time()
             due = self.stage.next_tick(now)
             if due is not None and due <= now:
@@ -186,7 +195,7 @@ class StageLoop:
             events = dict(poller.poll(timeout))
             if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
                 break
-            if self.input is not None and self.input in events:
+            if self.input is not None and self.input in events and listening:
                 self.receive(RECEIVE_BATCH)
             for monitor, watch in watched.items():
                 if monitor in events:

@@ -5,9 +5,10 @@ touching so that every one of them is a cache miss and a full scan. Served in ar
 those would hold back every other workspace's judgement for as long as they last. Served
 round-robin by workspace instead, with processes of an executable not seen before ahead of
 ones already scanned, a workspace waits behind at most one scan per other busy workspace.
-At most ``limit`` processes wait in all; past that the workspace with the most queued gives
-way (its newest is refused), so no workspace crowds out another. What is refused stays
-unacknowledged, and the filter offers it again after ``filter.ack_timeout``.
+At most ``limit`` processes wait in all (match stops taking input there, so the filter's
+sends drop and it offers them again next round); should more come, the workspace with the
+most queued gives way (its newest is refused), so no workspace crowds out another. What is
+refused stays unacknowledged, and the filter offers it again after ``filter.ack_timeout``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,22 @@ _NO_WORKSPACE = ""
 
 @dataclass
 class _Lanes:
-    fresh: deque[Process] = field(default_factory=deque)  # executables not scanned before
+    fresh: deque[Process] = field(default_factory=deque)  # executables not judged before
     repeat: deque[Process] = field(default_factory=deque)
+    # Turns alternate between the oldest and the newest queued: a process started into a
+    # workspace's backlog is judged soon, and the backlog still drains (a miner that forks
+    # a flood after it started cannot push itself back for good, nor hide among new ones).
+    newest_next: bool = False
 
     def __len__(self) -> int:
         return len(self.fresh) + len(self.repeat)
 
+    def take(self, lane: deque[Process]) -> Process:
+        return lane.pop() if self.newest_next else lane.popleft()
+
 
 class FairQueue:
-    def __init__(self, limit: int = 100_000, remembered: int = 4096) -> None:
+    def __init__(self, limit: int = 10_000, remembered: int = 4096) -> None:
         self.limit = limit
         self.remembered = remembered
         self._lanes: OrderedDict[str, _Lanes] = OrderedDict()  # next workspace served first
@@ -80,14 +88,15 @@ class FairQueue:
             ws, lanes = next(iter(self._lanes.items()))
             proc = None
             while lanes.fresh:
-                candidate = lanes.fresh.popleft()
+                candidate = lanes.take(lanes.fresh)
                 if (candidate.exe_dev, candidate.exe_ino) in self._judged_exes:
                     lanes.repeat.append(candidate)
                     continue
                 proc = candidate
                 break
             if proc is None:
-                proc = lanes.repeat.popleft()
+                proc = lanes.take(lanes.repeat)
+            lanes.newest_next = not lanes.newest_next
             if lanes:
                 self._lanes.move_to_end(ws)
             else:

@@ -167,8 +167,9 @@ class FilterStage(Stage):
             self.meter.inc(FILTER_RETRIES, len(again))
         if gave_up:
             self.meter.inc(FILTER_GAVE_UP, gave_up)
-        # In turns by workspace: when match has room for only some, not all one workspace's.
-        fresh: list[Record] = [*interleave([*again, *self.seen.unseen(record.procs)])]
+        # In turns by workspace: when match has room for only some, not all one workspace's;
+        # new processes before ones offered again (match still holds most of those queued).
+        fresh: list[Record] = [*interleave([*self.seen.unseen(record.procs), *again])]
         self.meter.inc(ROUNDS)
         self.meter.set(ROUND_COMPLETED, now)
         if record.started:

@@ -199,6 +199,9 @@ class MatchStage(Stage):
     def next_tick(self, now: float) -> float | None:
         return now if len(self.queue) else None
 
+    def wants_input(self) -> bool:
+        return len(self.queue) < self.queue.limit
+
     def tick(self, now: float) -> Sequence[Record]:
         record = self.queue.pop()
         self._count()

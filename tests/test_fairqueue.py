@@ -79,7 +79,7 @@ def test_new_executables_go_before_repeats_within_a_workspace() -> None:
     for pid in (3, 4):
         q.push(proc(pid, "a", exe=7))
     q.push(proc(5, "a", exe=9))
-    assert [p.pid for p in drain(q)] == [5, 3, 4]
+    assert [p.pid for p in drain(q)] == [5, 4, 3]  # turns: the oldest, then the newest
 
 
 def test_when_full_the_workspace_with_the_most_queued_gives_way() -> None:
@@ -92,6 +92,13 @@ def test_when_full_the_workspace_with_the_most_queued_gives_way() -> None:
     assert evicted is not None and evicted.pid == 3
     assert q.push(proc(2, "a")) is None  # already waiting: taken, not queued again
     assert sorted(p.pid for p in drain(q)) == [2, 4, 6]
+
+
+def test_turns_alternate_between_a_workspaces_oldest_and_newest() -> None:
+    q = FairQueue()
+    for pid in range(2, 8):
+        q.push(proc(pid, "a", exe=pid))
+    assert [p.pid for p in drain(q)] == [2, 7, 3, 6, 4, 5]
 
 
 def test_one_queued_before_its_executable_was_judged_waits_among_the_repeats() -> None:

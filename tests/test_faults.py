@@ -342,4 +342,5 @@ def test_a_shards_argv_budget_never_exceeds_half_a_frame() -> None:
     assert shard_argv_budget(small) == 2 << 20  # 4 MiB a round, 2 shards
     assert shard_argv_budget(load_config()) == 32 << 20
     assert link_hwm("tree", load_config()) == 16  # two rounds of 4 MiB parts
-    assert link_hwm("match", load_config()) == 1000
+    assert link_hwm("match", load_config()) == 64
+    assert link_hwm("enforce", load_config()) == 1000

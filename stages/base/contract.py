@@ -53,6 +53,11 @@ class Stage:
     def close(self) -> None:
         """Release files and the like; called once, when the stage stops."""
 
+    def wants_input(self) -> bool:
+        """False while the stage holds all it will take: the runner leaves its input queued
+        (and the sender, finding the queue full, drops and counts)."""
+        return True
+
     def failure(self) -> str | None:
         """After ``finish``: why the stage stops having failed its duty (enforce: findings
         it could not write out), which makes its process exit 1; ``None`` when it did not."""
