@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import zmq
@@ -80,6 +81,7 @@ class StageLoop:
         # on every CURVE server (each socket that binds, over tcp with keys) the handshakes
         # refused before a frame was read.
         self.watches: list[PeerWatch] = []
+        self._wake: int | None = None  # the stage's own descriptor, once run() asked for it
 
         def sock(kind: int, endpoint: str, bind: bool) -> zmq.Socket[bytes]:
             s = endpoints.open(ctx, kind, endpoint, bind=bind, hwm=link_hwm(endpoint, config))
@@ -162,49 +164,64 @@ class StageLoop:
     def run(self, inbox: SignalInbox) -> None:
         self.beat()
         self.wait_for_peers(inbox)
-        poller = zmq.Poller()
+        poller = self._poller(inbox)
         listening = self.input is not None
+        while True:
+            self.beat()
+            listening = self._follow_demand(poller, listening)
+            events = dict(poller.poll(self._tick()))
+            if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
+                break
+            self._serve(events, listening)
+        self.drain()
+
+    def _poller(self, inbox: SignalInbox) -> zmq.Poller:
+        """What the loop waits on: input, signals, the monitors, the tap's subscriptions,
+        and the stage's own descriptor (a source's netlink socket) if it has one."""
+        poller = zmq.Poller()
         if self.input is not None:
             poller.register(self.input, zmq.POLLIN)
         poller.register(inbox.fd, zmq.POLLIN)
-        watched = {w.monitor: w for w in self.watches}
-        for monitor in watched:
-            poller.register(monitor, zmq.POLLIN)
+        for watch in self.watches:
+            poller.register(watch.monitor, zmq.POLLIN)
         poller.register(self.tap, zmq.POLLIN)
-        wake = self.stage.wake_fd()
-        if wake is not None:
-            poller.register(wake, zmq.POLLIN)
-        while True:
-            self.beat()
-            if self.input is not None and self.stage.wants_input() != listening:
-                # A stage whose own queue is full leaves frames in the socket: its queue
-                # fills, and the sender drops and counts (D7) instead of this stage growing.
-                listening = not listening
-                if listening:
-                    poller.register(self.input, zmq.POLLIN)
-                else:
-                    poller.unregister(self.input)
-            now = time.time()
-            due = self.stage.next_tick(now)
-            if due is not None and due <= now:
-                self.emit(self.stage.tick(now))
-                timeout = 0  # a look at signals and input even if ticks run late
-            else:
-                wait = _IDLE_WAKE_MS if due is None else max(1, int((due - now) * 1000) + 1)
-                timeout = min(wait, _IDLE_WAKE_MS)
-            events = dict(poller.poll(timeout))
-            if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
-                break
-            if self.input is not None and self.input in events and listening:
-                self.receive(RECEIVE_BATCH)
-            for monitor, watch in watched.items():
-                if monitor in events:
-                    watch.take()
-            if self.tap in events:
-                self._drain_tap()
-            if wake is not None and wake in events:
-                self.emit(self.stage.woken(time.time()))
-        self.drain()
+        self._wake = self.stage.wake_fd()
+        if self._wake is not None:
+            poller.register(self._wake, zmq.POLLIN)
+        return poller
+
+    def _follow_demand(self, poller: zmq.Poller, listening: bool) -> bool:
+        """A stage whose own queue is full leaves frames in the socket: its queue fills, and
+        the sender drops and counts (D7) instead of this stage growing. Returns whether the
+        input is listened to now."""
+        if self.input is None or self.stage.wants_input() == listening:
+            return listening
+        if listening:
+            poller.unregister(self.input)
+        else:
+            poller.register(self.input, zmq.POLLIN)
+        return not listening
+
+    def _tick(self) -> int:
+        """Run the stage's tick if it is due; returns how long to poll (milliseconds)."""
+        now = time.time()
+        due = self.stage.next_tick(now)
+        if due is not None and due <= now:
+            self.emit(self.stage.tick(now))
+            return 0  # a look at signals and input even if ticks run late
+        wait = _IDLE_WAKE_MS if due is None else max(1, int((due - now) * 1000) + 1)
+        return min(wait, _IDLE_WAKE_MS)
+
+    def _serve(self, events: dict[Any, int], listening: bool) -> None:
+        if self.input is not None and self.input in events and listening:
+            self.receive(RECEIVE_BATCH)
+        for watch in self.watches:
+            if watch.monitor in events:
+                watch.take()
+        if self.tap in events:
+            self._drain_tap()
+        if self._wake is not None and self._wake in events:
+            self.emit(self.stage.woken(time.time()))
 
     def receive(self, limit: int) -> int:
         """Take up to ``limit`` frames that are already queued; returns how many."""
