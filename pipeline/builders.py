@@ -11,6 +11,7 @@ from pipeline.wiring import STAGE_NAMES
 from stages import classify, enforce, filter, match, scan, tree
 from stages.base.contract import Stage
 from stages.base.meter import Meter
+from stages.base.schema import Level
 from stages.signatures import SignatureSet
 
 
@@ -37,6 +38,10 @@ def matcher(config: Config, meter: Meter, signatures: SignatureSet) -> match.Mat
         cache_size=m.cache_size,
         scan_timeout=m.scan_timeout,
         delay=m.delay,
+        interpreters=m.interpreters,
+        max_mappings=m.max_mappings,
+        max_process_bytes=m.max_process_bytes,
+        unjudgeable_level=Level(m.unjudgeable_level),
     )
 
 

@@ -58,6 +58,11 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     exe_dev: int = 0
     exe_ino: int = 0
     gitpod_env: dict[str, str] | None = None
+    # Issue 11: what tells one exec, one set of mapped code and one argv from another.
+    exec_id: int = 0  # digest of the stat line's exec marks (stages.procfs.exec_marks)
+    maps_id: int = 0  # digest of the file-backed executable mappings (stages.execview)
+    argv_bytes: int = 0  # the cmdline's full length, before any window was cut from it
+    flags: int = 0  # stat field 9 (PF_KTHREAD tells a kernel thread)
 
 
 class ShardScan(msgspec.Struct, tag="shard", frozen=True):
@@ -100,6 +105,10 @@ class Process(msgspec.Struct, tag="process", frozen=True):
     workspace: Workspace | None = None
     exe_dev: int = 0
     exe_ino: int = 0
+    exec_id: int = 0
+    maps_id: int = 0
+    argv_bytes: int = 0
+    flags: int = 0
 
 
 class Workloads(msgspec.Struct, tag="workloads", frozen=True):
@@ -123,6 +132,10 @@ class Finding(msgspec.Struct, tag="finding", frozen=True):
     level: Level
     classifier: str
     time: datetime
+    # Issue 11: the file that matched, as the process sees it, and what it is to the process
+    # (exe, mapping, script, cmdline, exe-path).
+    file: str = ""
+    file_role: str = ""
 
 
 class Judged(msgspec.Struct, tag="judged", frozen=True):
