@@ -256,10 +256,11 @@ class ShardReader:
                 self._forget(pid)
                 self._skipped["malformed_stat"] += 1
                 return None
-            entry.stat = data
+            vsize = stat_vsize(data)
+            if vsize == entry.vsize or self._reads >= entry.maps_due:
+                entry.stat = data  # else kept: the changed line is looked at again next round
             if stat.ppid != entry.proc.ppid:  # re-parented: the same process, judged as before
                 entry.proc = msgspec.structs.replace(entry.proc, ppid=stat.ppid)
-            vsize = stat_vsize(data)
             if vsize != entry.vsize and self._reads >= entry.maps_due:
                 self._remap(pid, entry, vsize)
         if entry.cut:
