@@ -12,7 +12,7 @@ from pipeline.wiring import STAGE_NAMES
 from stages import classify, enforce, events, filter, match, podlist, providers, scan, tree
 from stages.base.contract import Stage
 from stages.base.meter import Meter, Tally
-from stages.base.schema import RawProcess
+from stages.base.schema import Level, RawProcess
 from stages.execread import ExecReader
 from stages.known import fd_budget
 from stages.pins import PinnedExecutables
@@ -66,6 +66,10 @@ def matcher(config: Config, meter: Meter, signatures: SignatureSet) -> match.Mat
         cache_size=m.cache_size,
         scan_timeout=m.scan_timeout,
         delay=m.delay,
+        interpreters=m.interpreters,
+        max_mappings=m.max_mappings,
+        max_process_bytes=m.max_process_bytes,
+        unjudgeable_level=Level(m.unjudgeable_level),
     )
 
 

@@ -25,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from stages.penalty import Action
+from stages.scripts import DEFAULT_INTERPRETERS
 
 ENV_PREFIX = "PROCSMITH_"
 CONFIG_ENV = "PROCSMITH_CONFIG"  # the config file, when no --config names one
@@ -202,6 +203,12 @@ class MatchConfig(_Section, frozen=True):
     scan_timeout: Duration = Duration(10.0)
     replicas: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     delay: Duration = Duration(0.0)
+    # Issue 11: interpreters whose script is judged too; per process, how many executable
+    # mappings are judged and how many bytes read at most; the level of an unjudgeable file.
+    interpreters: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_INTERPRETERS))
+    max_mappings: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 256
+    max_process_bytes: ByteCount = 512 << 20
+    unjudgeable_level: Literal["very", "audit", "barely"] = "barely"
 
     def __post_init__(self) -> None:
         if not self.signatures:

@@ -26,7 +26,9 @@ CAT_STAT = (
 )
 
 
-def stat_line(pid: int, comm: bytes | str, ppid: int, starttime: int, image: int = 0) -> bytes:
+def stat_line(
+    pid: int, comm: bytes | str, ppid: int, starttime: int, image: int = 0, *, flags: int = 4194560
+) -> bytes:
     """A stat line shaped like the kernel's: 52 fields, ppid 4th, starttime 22nd.
 
     ``image`` stands for the memory image: it sets start and end of code (fields 26, 27), as
@@ -34,7 +36,7 @@ def stat_line(pid: int, comm: bytes | str, ppid: int, starttime: int, image: int
     """
     comm_b = comm.encode() if isinstance(comm, str) else comm
     code = [str(0x400000 + image * 0x1000), str(0x500000 + image * 0x1000)] if image else ["0"] * 2
-    after = ["S", str(ppid), str(pid), str(pid), "0", "-1", "4194560"]
+    after = ["S", str(ppid), str(pid), str(pid), "0", "-1", str(flags)]
     after += ["0"] * 12 + [str(starttime)] + ["1000", "100", "0"] + code + ["0"] * 25
     return b"%d (%s) " % (pid, comm_b) + " ".join(after).encode() + b"\n"
 

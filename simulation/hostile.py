@@ -54,13 +54,17 @@ def _write(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
+_KTHREAD_FLAGS = 4194560 | 0x00200000  # the fake tree's usual flags, and PF_KTHREAD
+
+
 def _bulk(root: Path, pids: range, parent_of: dict[int, int] | None, parent: int) -> None:
-    """Processes with a stat and a cmdline only (no exe: like kernel threads to match)."""
+    """Processes with a stat and a cmdline only: kernel threads to match (no exe, and
+    PF_KTHREAD in their flags; a user process without an exe would be an unjudgeable finding)."""
     for pid in pids:
         d = f"{root}/{pid}"
         os.mkdir(d)
         ppid = parent_of[pid] if parent_of is not None else parent
-        _write(d + "/stat", stat_line(pid, "job", ppid, 1000 + pid))
+        _write(d + "/stat", stat_line(pid, "job", ppid, 1000 + pid, flags=_KTHREAD_FLAGS))
         _write(d + "/cmdline", b"job\0" + str(pid).encode() + b"\0")
 
 

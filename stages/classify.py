@@ -144,6 +144,10 @@ def process_record(proc: RawProcess, kind: Kind, ws: Workspace | None, proc_root
         exe_dev=proc.exe_dev,
         exe_ino=proc.exe_ino,
         pin=proc.pin,
+        exec_id=proc.exec_id,
+        maps_id=proc.maps_id,
+        argv_bytes=proc.argv_bytes,
+        flags=proc.flags,
     )
 
 

@@ -70,6 +70,10 @@ def raw_record(proc: ExecProcess) -> RawProcess:
         proc.exe_ino,
         proc.gitpod_env,
         pin=proc.exe_pin,
+        exec_id=proc.exec_id,
+        maps_id=proc.maps_id,
+        argv_bytes=proc.argv_bytes,
+        flags=proc.flags,
     )
 
 

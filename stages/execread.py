@@ -22,6 +22,7 @@ from collections import Counter
 
 import msgspec
 
+from stages.execview import argv_length, exec_id, maps_digest, read_maps, stat_flags
 from stages.pins import PinnedExecutables
 from stages.procfs import (
     OPEN_FLAGS,
@@ -59,6 +60,11 @@ class ExecProcess(msgspec.Struct, array_like=True, frozen=True):
     exec_ns: int = 0
     read_ns: int = 0
     cmdline_cut: bool = False
+    # As a poll round's read fills them in (stages.execview), for the same filter key.
+    exec_id: int = 0
+    maps_id: int = 0
+    argv_bytes: int = 0
+    flags: int = 0
 
 
 class ExecReader:
@@ -130,6 +136,10 @@ class ExecReader:
             exec_ns,
             time.monotonic_ns(),
             cut,
+            exec_id(first),
+            _maps_id(base),
+            argv_length(raw, cut, first),
+            stat_flags(first),
         )
 
     def _environ(self, base: str) -> dict[str, str] | None:
@@ -140,6 +150,17 @@ class ExecReader:
         if cut:
             self.truncated["environ"] += 1
         return parse_gitpod_env(raw, truncated=cut)
+
+
+def _maps_id(base: str) -> int:
+    """The digest of the executable mappings now: the kernel maps the program and its
+    loader at exec, the loader the libraries just after; a poll round that sees more gives
+    another key, and the process is judged once more with them."""
+    try:
+        maps, _ = read_maps(base)
+    except OSError:
+        return 0
+    return maps_digest(maps)
 
 
 def _open_exe(base: str) -> int:

@@ -23,11 +23,16 @@ from stages.fairqueue import interleave
 
 # D8: the process identity plus its executable. No ppid, so re-parenting (the parent died)
 # is not a new process; the executable's device and inode, so an exec is.
-SeenKey = tuple[int, int, int, int]
+# D10: and what it runs now: its exec generation (every exec, even of the same binary), a
+# digest of its argv (rewritten in place) and of its executable mappings (a dlopen).
+SeenKey = tuple[int, int, int, int, int, int, int]
 
 
 def seen_key(proc: Process) -> SeenKey:
-    return (proc.pid, proc.starttime, proc.exe_dev, proc.exe_ino)
+    # hash() of the argv: this process's own (salted) string hashes, which is all the LRU,
+    # held in this process only, needs; no copy of a 256 KiB argv is kept in the key.
+    argv = hash((proc.argv_bytes, *proc.cmdline))
+    return (proc.pid, proc.starttime, proc.exe_dev, proc.exe_ino, proc.exec_id, argv, proc.maps_id)
 
 
 class SeenFilter:

@@ -53,6 +53,10 @@ class Known(msgspec.Struct, gc=False):
     proc: RawProcess
     due: int
     cut: bool = False
+    # Issue 11: the virtual size when the maps were last read, and the round count before
+    # which a changed size does not make the scan read them again.
+    vsize: int = 0
+    maps_due: int = 0
 
 
 def is_procfs(path: str) -> bool:

@@ -1,16 +1,23 @@
-"""The match stage's logic: judge a new process by its executable and its command line.
+"""The match stage's logic: judge a new process by what it runs and its command line.
 
     matcher = Matcher(load_signatures(paths), meter, max_exe_bytes=..., cache_size=...)
     records = matcher.judge(proc)  # [Judged], or [Finding] (enforce acknowledges it)
 
-The executable is read through ``<proc_root>/<pid>/exe``; its verdict is cached by
-(device, inode, size, mtime), so many processes of one binary cost one scan. Command-line
-rules are applied to every process (they do not depend on the executable). Before anything
-is reported the pid's starttime is read again: a pid that now names another process
-(``reused``) or none (``vanished``) gets no finding — unless the record names the
+What a process runs (issue 11, ``stages.judgeview``): its executable, its file-backed
+executable mappings (a program run by the dynamic loader, an ``LD_PRELOAD`` library, a
+``dlopen``ed memfd) and, for an interpreter, the script its argv names — each read through
+the process's own view and judged by the file rules. A file's verdict is cached by (device,
+inode, size, ctime), so many processes of one binary cost one scan and a file rewritten in
+place is scanned again. Command-line rules see the whole argv (in windows, up to the kernel's
+limit) and the executable's resolved path. A file root cannot read (EACCES: a FUSE mount) or
+that vanished while the process runs is an ``unjudgeable`` finding, at its own level.
+
+Before anything is reported the pid's starttime is read again: a pid that now names another
+process (``reused``) or none (``vanished``) gets no finding — unless the record names the
 executable pinned at its exec (``Process.pin``, from the events stage): then a process that
-has exited, or whose executable cannot be opened any more, is judged through the pin, once
-the pinned file is shown to be the one the record names (device and inode).
+has exited, or whose executable cannot be opened any more, is judged through the pin (its
+executable and its command line), once the pinned file is shown to be the one the record
+names (device and inode).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -28,17 +35,32 @@ from stages.base.catalog import (
     MATCH_CACHE,
     MATCH_EXE_SCANS,
     MATCH_EXE_TRUNCATED,
+    MATCH_FILES,
+    MATCH_FILES_CUT,
     MATCH_FINDINGS,
     MATCH_PINNED,
     MATCH_QUEUE_REFUSED,
     MATCH_QUEUED,
     MATCH_SKIPPED,
+    MATCH_UNJUDGEABLE,
 )
 from stages.base.contract import Stage
 from stages.base.meter import Meter
-from stages.base.schema import Finding, Judged, Process, Record
+from stages.base.schema import Finding, Judged, Level, Process, Record
 from stages.fairqueue import FairQueue
+from stages.judgeview import (
+    Target,
+    argv_windows,
+    exiting,
+    is_kernel_thread,
+    live_thread_view,
+    mapping_targets,
+    readlink,
+    script_target,
+)
 from stages.pidcheck import still_same
+from stages.procfs import parse_cmdline, read_bounded, skip_reason
+from stages.scripts import DEFAULT_INTERPRETERS, script_of
 from stages.signatures import (
     Hit,
     Identity,
@@ -46,7 +68,8 @@ from stages.signatures import (
     Unjudgeable,
     most_severe_first,
 )
-from stages.signatures.exefile import open_regular, read_prefix
+from stages.signatures.exefile import open_regular, read_windows, tail_window
+from stages.signatures.model import CLASSIFIER_UNJUDGEABLE, rank
 
 log = logging.getLogger("procsmith.match")
 
@@ -56,19 +79,33 @@ _PIN_FORM = re.compile(r"/.+/\d+/fd/\d+")
 
 # Why an executable could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
+# Why a process could not be judged, as the Judged outcome says it.
+_OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel", "vanished": "vanished"}
+# Reasons a file could not be read that say something about the process, not about us.
+_SIGNALS = frozenset({"denied", "vanished"})
 
 
 class Verdict(NamedTuple):
-    """What the signatures said of one executable; ``problem`` when they could not say."""
+    """What the signatures said of one file; ``problem`` when they could not say."""
 
     hits: tuple[Hit, ...]
     problem: str | None = None
 
 
+class Found(NamedTuple):
+    """A hit and the file it came from (``role``: exe, mapping, script, cmdline, exe-path)."""
+
+    hit: Hit
+    role: str
+    file: str
+
+
 class Matcher:
-    """Judges processes; keeps an LRU of executable verdicts.
+    """Judges processes; keeps an LRU of file verdicts.
 
     ``delay`` (seconds) is an artificial pause before each process, for back-pressure tests.
+    Per process at most ``max_mappings`` mappings are judged and ``max_process_bytes`` read
+    (verdicts already cached cost no bytes); what is left is counted.
     """
 
     def __init__(
@@ -80,76 +117,167 @@ class Matcher:
         cache_size: int,
         scan_timeout: float = 10.0,
         delay: float = 0.0,
+        interpreters: Collection[str] = DEFAULT_INTERPRETERS,
+        max_mappings: int = 256,
+        max_process_bytes: int = 512 << 20,
+        unjudgeable_level: Level = Level.BARELY,
     ) -> None:
-        if cache_size < 1 or max_exe_bytes < 1:
-            raise ValueError("cache_size and max_exe_bytes must be at least 1")
+        if cache_size < 1 or max_exe_bytes < 1 or max_mappings < 0 or max_process_bytes < 1:
+            raise ValueError("cache_size, max_exe_bytes and max_process_bytes must be at least 1")
         self.signatures = signatures
         self.signatures.set_timeout(scan_timeout)
         self.meter = meter
         self.max_exe_bytes = max_exe_bytes
         self.cache_size = cache_size
         self.delay = delay
+        self.interpreters = frozenset(interpreters)
+        self.max_mappings = max_mappings
+        self.max_process_bytes = max_process_bytes
+        self.unjudgeable_level = unjudgeable_level
         self._verdicts: OrderedDict[Identity, Verdict] = OrderedDict()
+        self._budget = 0  # bytes this process may still have read
+        self._window_bytes = max_exe_bytes + tail_window(max_exe_bytes)  # most read of a file
 
     def judge(self, proc: Process) -> list[Record]:
         if self.delay > 0:
             time.sleep(self.delay)
-        verdict = self._judge_executable(proc.path)
+        base = os.path.dirname(proc.path) + "/"
+        found, problem = self._judge_process(proc, base)
         gone = still_same(os.path.dirname(proc.path), proc.starttime)
-        if proc.pin and (gone is not None or verdict.problem == "vanished"):
+        if proc.pin and (gone is not None or problem == "vanished"):
             pinned = self._judge_pinned(proc)
             if pinned is not None:
                 # The file the process ran, whatever its pid names now: a verdict on it.
-                verdict, gone = pinned, None
-        hits = most_severe_first([*verdict.hits, *self.signatures.judge_argv(proc.cmdline)])
+                found = [*pinned, *self._argv_hits(proc.cmdline, "cmdline", "")]
+                gone = problem = None
         if gone is not None:
             # Nothing is said of a pid that may now be someone else.
             self.meter.inc(MATCH_SKIPPED, reason=gone)
             return [Judged(proc, gone if gone in ("vanished", "reused") else "error")]
-        # The pid is still ours, so an executable that "vanished" is one it never had.
-        problem = "kernel" if verdict.problem == "vanished" else verdict.problem
         if problem is not None:
             self.meter.inc(MATCH_SKIPPED, reason=problem)
-        if hits:
-            top = hits[0]
-            self.meter.inc(MATCH_FINDINGS, level=top.level, classifier=top.classifier)
-            finding = Finding(proc, top.signature, top.level, top.classifier, datetime.now(UTC))
+        ranked = sorted(found, key=lambda f: rank(f.hit))  # stable: exe before mappings
+        if ranked:
+            top = ranked[0]
+            hit = top.hit
+            if hit.classifier == CLASSIFIER_UNJUDGEABLE:
+                self.meter.inc(MATCH_UNJUDGEABLE, role=top.role, reason=hit.signature)
+            self.meter.inc(MATCH_FINDINGS, level=hit.level, classifier=hit.classifier)
+            finding = Finding(
+                proc,
+                hit.signature,
+                hit.level,
+                hit.classifier,
+                datetime.now(UTC),
+                top.file,
+                top.role,
+            )
             # No verdict from here: enforce sends it once the finding is written out, so a
             # finding lost with enforce leaves its process unacknowledged, to be offered again.
             return [finding]
         outcome = "clean" if problem is None else _OUTCOME_OF_PROBLEM.get(problem, "error")
         return [Judged(proc, outcome)]
 
-    def _judge_pinned(self, proc: Process) -> Verdict | None:
-        """The verdict on the pinned executable, or ``None`` (counted) when the pin cannot be
+    def _judge_pinned(self, proc: Process) -> list[Found] | None:
+        """What the pinned executable holds, or ``None`` (counted) when the pin cannot be
         opened or holds another file than the record's (its descriptor number was reused)."""
         if not _PIN_FORM.fullmatch(proc.pin):
             self.meter.inc(MATCH_PINNED, result="unreadable")
             return None
-        verdict = self._judge_executable(proc.pin, (proc.exe_dev, proc.exe_ino))
-        if verdict.problem == "mismatch":
+        verdict, ident = self._verdict(Target("exe", proc.pin, (proc.pin,)))
+        if ident not in ((0, 0), (proc.exe_dev, proc.exe_ino)):
             self.meter.inc(MATCH_PINNED, result="mismatch")
             return None
-        if verdict.problem not in (None, "timeout"):
+        if ident == (0, 0) or verdict.problem not in (None, "timeout"):
             self.meter.inc(MATCH_PINNED, result="unreadable")
             return None
         self.meter.inc(MATCH_PINNED, result="judged")
-        return verdict
+        return [Found(h, "exe", proc.pin) for h in verdict.hits]
 
-    def _judge_executable(self, path: str, expect: tuple[int, int] | None = None) -> Verdict:
+    def _judge_process(self, proc: Process, base: str) -> tuple[list[Found], str | None]:
+        """Everything found in what the process runs, and why part of it was not judged."""
+        self._budget = self.max_process_bytes
+        if is_kernel_thread(proc.flags):
+            return [], "kernel"
+        view, exe_path, problem = self._view(proc, base)
+        if problem == "no_exe":  # it runs, and what it runs cannot be told: vanished
+            return [Found(self._unjudgeable("vanished"), "exe", "")], None
+        if view is None:
+            return [], problem
+        found: list[Found] = []
+        exe: tuple[int, int] = (0, 0)
+        if exe_path is not None:
+            target = Target("exe", exe_path, (view + "exe",))
+            exe, problem = self._judge_file(target, view, found)
+            found += self._argv_hits([exe_path], "exe-path", exe_path)
+        argv = proc.cmdline
+        if not argv and view != base:
+            argv = self._read_argv(view)  # a zombie leader's record has none: its thread's
+        found += self._argv_hits(argv, "cmdline", "")
+        covered = len("\0".join(argv).encode("utf-8", "surrogatepass")) + 1 if argv else 0
+        if proc.argv_bytes > covered:  # the record's argv was cut: the rest, in windows
+            for window in argv_windows(view + "cmdline", covered):
+                found += self._argv_hits(window, "cmdline", "")
+        self._judge_mappings(view, exe, found)
+        script = script_of(argv, exe_path or "", self.interpreters)
+        if script is not None and script.code is not None:
+            data = script.code.encode("utf-8", "surrogatepass")
+            hits = self.signatures.judge_bytes(data) if data else []
+            found += [Found(h, "script", f"<{script.path}>") for h in hits]
+        elif script is not None:
+            self._judge_file(script_target(view, script), view, found, missing_ok=True)
+        return found, problem
+
+    def _view(self, proc: Process, base: str) -> tuple[str | None, str | None, str | None]:
+        """(the directory to read the process through, its exe's path, why not)."""
         try:
-            fd, identity = open_regular(path)
-        except Unjudgeable as err:
-            return Verdict((), err.reason)
-        if expect is not None and (identity.dev, identity.ino) != expect:
-            os.close(fd)
-            return Verdict((), "mismatch")
+            return base, readlink(base + "exe"), None
+        except OSError as err:
+            reason = skip_reason(err)
+        if reason != "vanished":
+            return None, None, reason  # denied: we may not look at it (counted, no finding)
+        view = live_thread_view(os.path.dirname(base.rstrip("/")), proc.pid)
+        if view is not None:  # a zombie leader: its live threads run the program
+            try:
+                return view, readlink(view + "exe"), None
+            except OSError:
+                return view, None, None
+        return None, None, "vanished" if exiting(base) else "no_exe"
+
+    def _judge_file(
+        self, target: Target, view: str, found: list[Found], missing_ok: bool = False
+    ) -> tuple[tuple[int, int], str | None]:
+        """Judge one file into ``found``; returns its (device, inode) ((0, 0) if it was not
+        opened) and why it could not be judged."""
+        verdict, ident = self._verdict(target)
+        self.meter.inc(MATCH_FILES, role=target.role)
+        found += [Found(h, target.role, target.shown) for h in verdict.hits]
+        problem = verdict.problem
+        if problem in _SIGNALS and not (missing_ok and problem == "vanished"):  # noqa: SIM102
+            if not exiting(view):  # its files go as it exits: that says nothing
+                found.append(Found(self._unjudgeable(problem), target.role, target.shown))
+        return ident, problem
+
+    def _verdict(self, target: Target) -> tuple[Verdict, tuple[int, int]]:
+        problem = "vanished"
+        for opener in target.openers:
+            try:
+                fd, identity = open_regular(opener)
+                break
+            except Unjudgeable as err:
+                problem = err.reason
+        else:
+            return Verdict((), problem), (0, 0)
+        ident = (identity.dev, identity.ino)
         try:
             cached = self._verdicts.get(identity)
             if cached is not None:
                 self._verdicts.move_to_end(identity)
                 self.meter.inc(MATCH_CACHE, result="hit")
-                return cached
+                return cached, ident
+            if min(identity.size, self._window_bytes) > self._budget:
+                self.meter.inc(MATCH_FILES_CUT, reason="bytes")
+                return Verdict(()), ident
             self.meter.inc(MATCH_CACHE, result="miss")
             verdict = self._scan(fd, identity)
         finally:
@@ -157,15 +285,40 @@ class Matcher:
         if verdict.problem in (None, "timeout"):
             # A timeout is remembered too: 500 copies of a hostile binary cost one timeout.
             self._remember(identity, verdict)
-        return verdict
+        return verdict, ident
+
+    def _judge_mappings(self, view: str, exe: tuple[int, int], found: list[Found]) -> None:
+        try:
+            targets, cut, _ = mapping_targets(view, exe, self.max_mappings)
+        except OSError:
+            return  # no maps to read (gone, or a fake tree): the exe was what there was
+        if cut:
+            self.meter.inc(MATCH_FILES_CUT, cut, reason="count")
+        for target in targets:
+            self._judge_file(target, view, found, missing_ok=True)
+
+    def _argv_hits(self, argv: list[str], role: str, file: str) -> list[Found]:
+        return [Found(h, role, file) for h in self.signatures.judge_argv(argv)]
+
+    def _read_argv(self, view: str) -> list[str]:
+        try:
+            raw, _ = read_bounded(view + "cmdline", 256 << 10)
+        except OSError:
+            return []
+        return parse_cmdline(raw)
+
+    def _unjudgeable(self, reason: str) -> Hit:
+        return Hit(f"unjudgeable-{reason}", self.unjudgeable_level, CLASSIFIER_UNJUDGEABLE)
 
     def _scan(self, fd: int, identity: Identity) -> Verdict:
         try:
-            data, truncated = read_prefix(fd, identity.size, self.max_exe_bytes)
-            if truncated:
+            windows, truncated = read_windows(fd, identity.size, self.max_exe_bytes)
+            self._budget -= sum(len(w) for w in windows)
+            if len(windows) > 1 or truncated:
                 self.meter.inc(MATCH_EXE_TRUNCATED)
             self.meter.inc(MATCH_EXE_SCANS)
-            return Verdict(tuple(self.signatures.judge_bytes(data)))
+            hits = [h for w in windows for h in self.signatures.judge_bytes(w)]
+            return Verdict(tuple(most_severe_first(list(dict.fromkeys(hits)))))
         except Unjudgeable as err:
             return Verdict((), err.reason)
 

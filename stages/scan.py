@@ -17,6 +17,14 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
 from stages.cgroupread import CgroupPaths
+from stages.execview import (
+    argv_length,
+    exec_id,
+    maps_digest,
+    read_maps,
+    stat_flags,
+    stat_vsize,
+)
 from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
 from stages.parts import split, within_argv_budget
 from stages.procfs import (
@@ -42,6 +50,10 @@ from stages.procfs import (
 # which is 30 s at the default 2 s interval.
 RECHECK_SECONDS = 30.0
 RECHECK_EVERY = 15
+# A process whose virtual size changed (an mmap: a dlopen) has its maps re-read, at most once
+# in this many rounds (a busy process's size changes all the time); the full re-read above
+# bounds a mapping swapped in at an unchanged size.
+MAPS_HINT_ROUNDS = 5
 
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 T = TypeVar("T")
@@ -264,9 +276,13 @@ class ShardReader:
                 self._forget(pid)
                 self._skipped["malformed_stat"] += 1
                 return None
-            entry.stat = data
+            vsize = stat_vsize(data)
+            if vsize == entry.vsize or self._reads >= entry.maps_due:
+                entry.stat = data  # else kept: the changed line is looked at again next round
             if stat.ppid != entry.proc.ppid:  # re-parented: the same process, judged as before
                 entry.proc = msgspec.structs.replace(entry.proc, ppid=stat.ppid)
+            if vsize != entry.vsize and self._reads >= entry.maps_due:
+                self._remap(pid, entry, vsize)
         if entry.cut:
             self._truncated["cmdline"] += 1
         return entry.proc
@@ -293,11 +309,25 @@ class ShardReader:
         env = self._gitpod_env(base) if ring1 else None
         cgroup = self._cgroup(base) if self.read_cgroup else ""
         proc = RawProcess(
-            pid, stat.ppid, stat.starttime, stat.comm, cmdline, exe_dev, exe_ino, env, cgroup
+            pid,
+            stat.ppid,
+            stat.starttime,
+            stat.comm,
+            cmdline,
+            exe_dev,
+            exe_ino,
+            env,
+            cgroup=cgroup,
+            exec_id=exec_id(data),
+            maps_id=self._maps_id(base),
+            argv_bytes=argv_length(raw_cmdline, cut, data),
+            flags=stat_flags(data),
         )
         # ring1 candidates are due at once: their environment decides what a workspace is.
         phase = 1 + next(self._jitter, 0) % self._period
-        self._known[pid] = Known(fd, data, proc, 0 if ring1 else self._reads + phase, cut)
+        due = 0 if ring1 else self._reads + phase
+        vsize = stat_vsize(data)
+        self._known[pid] = Known(fd, data, proc, due, cut, vsize, self._reads + MAPS_HINT_ROUNDS)
         return proc
 
     def _recheck(self, pid: int, base: str, entry: Known) -> RawProcess | None:
@@ -317,13 +347,40 @@ class ShardReader:
             self._truncated["cmdline"] += 1
         entry.cut = cut
         exe_dev, exe_ino = exe_identity(base)
+        # The maps too, so a library mapped since (dlopen) is judged within one period.
+        maps_id, argv_bytes = self._maps_id(base), argv_length(raw_cmdline, cut, entry.stat)
+        entry.vsize = stat_vsize(entry.stat)
         proc = entry.proc
-        if (cmdline, exe_dev, exe_ino) != (proc.cmdline, proc.exe_dev, proc.exe_ino):
+        now = (cmdline, exe_dev, exe_ino, maps_id, argv_bytes)
+        if now != (proc.cmdline, proc.exe_dev, proc.exe_ino, proc.maps_id, proc.argv_bytes):
             proc = entry.proc = msgspec.structs.replace(
-                proc, cmdline=cmdline, exe_dev=exe_dev, exe_ino=exe_ino
+                proc,
+                cmdline=cmdline,
+                exe_dev=exe_dev,
+                exe_ino=exe_ino,
+                maps_id=maps_id,
+                argv_bytes=argv_bytes,
             )
         entry.due = self._reads + self._period
         return proc
+
+    def _maps_id(self, base: str) -> int:
+        """The digest of the process's executable mappings (0 if they cannot be read)."""
+        try:
+            maps, cut = self._retry(read_maps, base)
+        except OSError:
+            return 0  # gone (its next read says so), or not ours to read
+        if cut:
+            self._truncated["maps"] += 1
+        return maps_digest(maps)
+
+    def _remap(self, pid: int, entry: Known, vsize: int) -> None:
+        """The virtual size changed: read the maps again; a new mapping is a new record."""
+        entry.vsize = vsize
+        entry.maps_due = self._reads + MAPS_HINT_ROUNDS
+        maps_id = self._maps_id(f"{self.proc_root}/{pid}/")
+        if maps_id != entry.proc.maps_id:
+            entry.proc = msgspec.structs.replace(entry.proc, maps_id=maps_id)
 
     def _forget(self, pid: int) -> None:
         entry = self._known.pop(pid, None)

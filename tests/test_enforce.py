@@ -107,7 +107,8 @@ def test_finding_written_as_json_lines(tmp_path: Path, tally: Tally) -> None:
     e = Enforcer(tally, "/proc", outputs=["-", str(path)], stdout=out)
     ws = Workspace("owner", "ws", "inst", "https://example.com/r", 42)
     proc = Process(7, 6, 123, 99, "/proc/7/exe", ["./xmrig"], Kind.USER_WORKLOAD, ws)
-    finding = Finding(proc, "xmrig", Level.AUDIT, "commandline", datetime(2024, 5, 1, tzinfo=UTC))
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    finding = Finding(proc, "xmrig", Level.AUDIT, "commandline", when, "", "cmdline")
     assert e.handle(finding) == [finding, Judged(proc, "finding")]
     e.close()
     assert out.getvalue() == path.read_bytes() == finding_line(finding)
@@ -133,6 +134,8 @@ def test_finding_written_as_json_lines(tmp_path: Path, tally: Tally) -> None:
         "level": "audit",
         "classifier": "commandline",
         "time": "2024-05-01T00:00:00+00:00",
+        "file": "",
+        "file_role": "cmdline",
     }
 
 

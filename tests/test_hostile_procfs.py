@@ -98,5 +98,7 @@ def test_the_pipeline_survives_a_hostile_tree(fast_dir: Path) -> None:
         print("peak RSS (kB) under the hostile tree:", dict(sorted(peaks.items())))
         # And detection goes on.
         FakeProcfs(h.root).add(95, h.supervisor, ["./xmrig", "-o", "pool.example.invalid:3333"])
-        line = wait_until("a finding", pipe.out.read_bytes, timeout=120, log=pipe.log)
-        assert b'"pid":95,' in line
+        # (Its processes without an executable are unjudgeable findings of their own: issue 11.)
+        wait_until(
+            "a finding", lambda: b'"pid":95,' in pipe.out.read_bytes(), timeout=120, log=pipe.log
+        )

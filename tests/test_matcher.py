@@ -9,7 +9,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -24,6 +26,7 @@ from stages.base.catalog import (
 )
 from stages.base.meter import Tally
 from stages.base.schema import Finding, Judged, Kind, Level, Process, Record
+from stages.execview import PF_KTHREAD
 from stages.match import Matcher
 from stages.signatures import SignatureSet, load_signatures
 from tests.privileges import without_file_capabilities
@@ -49,7 +52,7 @@ def signatures(tmp_path: Path) -> SignatureSet:
     )
 
 
-def matcher(signatures: SignatureSet, tally: Tally, **kw: int) -> Matcher:
+def matcher(signatures: SignatureSet, tally: Tally, **kw: Any) -> Matcher:
     options = {"max_exe_bytes": 1 << 30, "cache_size": 64} | kw
     return Matcher(signatures, tally, **options)
 
@@ -173,9 +176,41 @@ def test_vanished_process(
 
 def test_kernel_thread(fakeproc: FakeProcfs, signatures: SignatureSet, tally: Tally) -> None:
     fakeproc.add(2, 0, b"", exe=None, comm="kthreadd")
-    proc = record(fakeproc, 2, [], ppid=0)
+    proc = msgspec.structs.replace(record(fakeproc, 2, [], ppid=0), flags=PF_KTHREAD)
     assert matcher(signatures, tally).judge(proc) == [Judged(proc, "kernel")]
     assert tally.get(MATCH_SKIPPED, reason="kernel") == 1
+
+
+def test_no_executable_and_not_a_kernel_thread_is_unjudgeable(
+    fakeproc: FakeProcfs, signatures: SignatureSet, tally: Tally
+) -> None:
+    """Issue 11: a running process whose exe cannot be resolved (and that has no live thread
+    to look through) is reported, not taken for a kernel thread and dropped."""
+    fakeproc.add(10, 1, b"", exe=None)
+    [finding] = matcher(signatures, tally).judge(record(fakeproc, 10, []))
+    assert isinstance(finding, Finding)
+    assert (finding.signature, finding.level, finding.classifier, finding.file_role) == (
+        "unjudgeable-vanished",
+        Level.BARELY,
+        "unjudgeable",
+        "exe",
+    )
+
+
+def test_unreadable_executable_is_an_unjudgeable_finding(
+    fakeproc: FakeProcfs, signatures: SignatureSet, tally: Tally
+) -> None:
+    """The exe link resolves but its file cannot be opened (vanished before it was pinned):
+    a finding at the configured level, naming the file."""
+    _hostile_exe(fakeproc, 10, fakeproc.bin / "gone")
+    m = matcher(signatures, tally, unjudgeable_level=Level.AUDIT)
+    [finding] = m.judge(record(fakeproc, 10))
+    assert isinstance(finding, Finding)
+    assert (finding.signature, finding.level, finding.file) == (
+        "unjudgeable-vanished",
+        Level.AUDIT,
+        str(fakeproc.bin / "gone"),
+    )
 
 
 def _hostile_exe(fakeproc: FakeProcfs, pid: int, target: Path) -> None:
@@ -268,9 +303,11 @@ DENIED_SCRIPT = """
 import sys, orjson
 from stages.base.meter import Tally
 from stages.base.schema import Kind, Process
+from stages.execview import PF_KTHREAD
 from stages.match import Matcher
 from stages.signatures import load_signatures
 from pathlib import Path
+from typing import Any
 root, sigs = sys.argv[1], sys.argv[2]
 tally = Tally()
 m = Matcher(load_signatures([Path(sigs)]), tally, max_exe_bytes=1 << 20, cache_size=4)

@@ -328,3 +328,30 @@ CATALOG.update(
         ),
     )
 )
+
+# Issue 11: what a process runs (mappings, scripts), bounded; what could not be judged.
+MATCH_FILES = "procsmith_match_files_total"
+MATCH_FILES_CUT = "procsmith_match_files_cut_total"
+MATCH_UNJUDGEABLE = "procsmith_match_unjudgeable_total"
+CATALOG.update(
+    {
+        spec.name: spec
+        for spec in (
+            MetricSpec(MATCH_FILES, "counter", "files judged for a process, by role", ("role",)),
+            MetricSpec(
+                MATCH_FILES_CUT,
+                "counter",
+                "files of a process left unjudged: over match.max_mappings or "
+                "match.max_process_bytes, by reason (count, bytes)",
+                ("reason",),
+            ),
+            MetricSpec(
+                MATCH_UNJUDGEABLE,
+                "counter",
+                "files a process runs that could not be read (reported as findings), by role "
+                "and reason",
+                ("role", "reason"),
+            ),
+        )
+    }
+)

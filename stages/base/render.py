@@ -51,6 +51,8 @@ def finding_dict(finding: Finding) -> dict[str, Any]:
         "level": finding.level,
         "classifier": finding.classifier,
         "time": finding.time,
+        "file": finding.file,
+        "file_role": finding.file_role,
     }
 
 

@@ -74,6 +74,11 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     # Where the executable pinned at exec can be reopened (``/proc/<holder>/fd/<n>``, holding
     # the file ``exe_dev``/``exe_ino``); "" when the record comes from a poll round.
     pin: str = ""
+    # Issue 11: what tells one exec, one set of mapped code and one argv from another.
+    exec_id: int = 0  # digest of the stat line's exec marks (stages.procfs.exec_marks)
+    maps_id: int = 0  # digest of the file-backed executable mappings (stages.execview)
+    argv_bytes: int = 0  # the cmdline's full length, before any window was cut from it
+    flags: int = 0  # stat field 9 (PF_KTHREAD tells a kernel thread)
 
 
 class ShardScan(msgspec.Struct, tag="shard", frozen=True):
@@ -121,6 +126,10 @@ class Process(msgspec.Struct, tag="process", frozen=True):
     exe_dev: int = 0
     exe_ino: int = 0
     pin: str = ""  # the RawProcess's: match judges an exited process through it
+    exec_id: int = 0
+    maps_id: int = 0
+    argv_bytes: int = 0
+    flags: int = 0
 
 
 class Workloads(msgspec.Struct, tag="workloads", frozen=True):
@@ -144,6 +153,10 @@ class Finding(msgspec.Struct, tag="finding", frozen=True):
     level: Level
     classifier: str
     time: datetime
+    # Issue 11: the file that matched, as the process sees it, and what it is to the process
+    # (exe, mapping, script, cmdline, exe-path).
+    file: str = ""
+    file_role: str = ""
 
 
 class Judged(msgspec.Struct, tag="judged", frozen=True):

@@ -28,12 +28,17 @@ class Unjudgeable(Exception):
 
 
 class Identity(NamedTuple):
-    """What makes two opens the same executable: the verdict cache key."""
+    """What makes two opens the same executable: the verdict cache key.
+
+    ctime, not mtime: a user can set a file's mtime back after rewriting it in place
+    (``touch -r``), but every write and every ``utime`` moves ctime, which only the kernel
+    sets (issue 11, row 7).
+    """
 
     dev: int
     ino: int
     size: int
-    mtime_ns: int
+    ctime_ns: int
 
 
 class Executable(NamedTuple):
@@ -45,7 +50,7 @@ class Executable(NamedTuple):
 
 
 def _identity(st: os.stat_result) -> Identity:
-    return Identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return Identity(st.st_dev, st.st_ino, st.st_size, st.st_ctime_ns)
 
 
 def _refuse(err: OSError) -> Unjudgeable:
@@ -93,6 +98,28 @@ def read_prefix(fd: int, size_hint: int, max_bytes: int) -> tuple[bytes, bool]:
     except OSError as err:
         raise _refuse(err) from None
     return b"".join(chunks), bool(more)
+
+
+def tail_window(max_bytes: int) -> int:
+    """How much of the end of a file larger than ``max_bytes`` is read too: a quarter of the
+    bound (32 MiB at the default 128 MiB), so strings appended past the head are seen."""
+    return max(1, max_bytes // 4)
+
+
+def read_windows(fd: int, size: int, max_bytes: int) -> tuple[list[bytes], bool]:
+    """The file's bytes as the windows that are judged, and whether some were left out: the
+    whole file when it fits in ``max_bytes``; else its first ``max_bytes`` and its last
+    ``tail_window(max_bytes)`` bytes (each judged as its own buffer)."""
+    head, truncated = read_prefix(fd, size, max_bytes)
+    if not truncated:
+        return [head], False
+    end = max(size, max_bytes + 1)
+    start = max(max_bytes, end - tail_window(max_bytes))
+    try:
+        tail = os.pread(fd, end - start, start)
+    except OSError as err:
+        raise _refuse(err) from None
+    return [head, tail] if tail else [head], start > len(head)  # a middle was skipped
 
 
 def read_executable(path: str, max_bytes: int) -> Executable:

@@ -19,8 +19,11 @@ SEVERITY = {level: rank for rank, level in enumerate(LEVELS)}
 
 CLASSIFIER_COMMANDLINE = "commandline"
 CLASSIFIER_SIGNATURE = "signature"
-# Within one level the command line is tried first, as agent-smith's composite classifier does.
-_CLASSIFIER_ORDER = {CLASSIFIER_COMMANDLINE: 0, CLASSIFIER_SIGNATURE: 1}
+# Issue 11: a file the process runs that could not be read (its own finding kind).
+CLASSIFIER_UNJUDGEABLE = "unjudgeable"
+# Within one level the command line is tried first, as agent-smith's composite classifier does;
+# anything that matched comes before "could not be read".
+_CLASSIFIER_ORDER = {CLASSIFIER_COMMANDLINE: 0, CLASSIFIER_SIGNATURE: 1, CLASSIFIER_UNJUDGEABLE: 2}
 
 
 class SignatureError(Exception):
@@ -96,5 +99,10 @@ class Hit(NamedTuple):
     order: int = 0  # position in the signature set, to keep file order among equals
 
 
+def rank(hit: Hit) -> tuple[int, int, int]:
+    """Most severe first; within a level, as ``_CLASSIFIER_ORDER`` says; then file order."""
+    return (SEVERITY[hit.level], _CLASSIFIER_ORDER[hit.classifier], hit.order)
+
+
 def most_severe_first(hits: list[Hit]) -> list[Hit]:
-    return sorted(hits, key=lambda h: (SEVERITY[h.level], _CLASSIFIER_ORDER[h.classifier], h.order))
+    return sorted(hits, key=rank)

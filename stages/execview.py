@@ -1,0 +1,120 @@
+"""What a process runs, as the scan and match stages read it (issue 11).
+
+- ``exec_id``: a digest of the stat line's exec marks (``stages.procfs.exec_marks``): every
+  exec, even of the same binary, changes it (the new image's addresses, comm, the exec flag),
+  and any two reads of one exec's stat line agree on it.
+- ``maps_id``: a digest of the identities (device, inode) of the file-backed executable
+  mappings in ``/proc/<pid>/maps``: a program run through the dynamic loader, an
+  ``LD_PRELOAD`` library, a ``dlopen`` (a memfd one included) all change it.
+- The stat line's flags (``PF_KTHREAD``), virtual size and argv span.
+
+Everything here takes bytes a hostile process may have shaped (a file name in maps can hold
+any byte but a newline) and raises nothing on them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+import xxhash
+
+from stages.procfs import exec_marks, read_bounded
+
+PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+MAPS_MAX_BYTES = 4 << 20  # ~40,000 mappings; the kernel's default limit is 65,530 (counted)
+_U64_DIGITS = 20
+
+# One line of /proc/<pid>/maps: start-end perms offset major:minor inode [path]. Executable
+# ("x" third in perms) and file-backed (inode not 0). The path is the rest of the line.
+_EXEC_LINE = re.compile(
+    rb"^([0-9a-f]+)-([0-9a-f]+) ..x. [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) ([1-9][0-9]*) +(.*)$",
+    re.MULTILINE,
+)
+# The same lines, only their "dev inode" part: what the digest is made of.
+_EXEC_IDENTITY = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ ..x. [0-9a-f]+ ([0-9a-f:]+ [1-9][0-9]*)", re.M)
+
+
+class Mapping(NamedTuple):
+    """One file-backed executable mapping: its address range (the name of its entry in
+    ``map_files``), the file's identity and its path as the process sees it."""
+
+    start: int
+    end: int
+    dev: int
+    ino: int
+    path: str
+
+    @property
+    def range_name(self) -> str:
+        return f"{self.start:x}-{self.end:x}"
+
+
+def exec_id(stat_line: bytes) -> int:
+    """The digest of one exec's marks; 0 only for an empty line."""
+    if not stat_line:
+        return 0
+    return xxhash.xxh64_intdigest(b"\0".join(exec_marks(stat_line)))
+
+
+def _field(stat_line: bytes, index: int) -> int:
+    """Field ``index`` (1-based, as proc(5) numbers them) as an int; 0 when absent or odd."""
+    close = stat_line.rfind(b")")
+    fields = stat_line[close + 1 :].split(None, index - 2)
+    if close < 0 or len(fields) < index - 2:
+        return 0
+    value = fields[index - 3]
+    return int(value) if value.isdigit() and len(value) <= _U64_DIGITS else 0
+
+
+def stat_flags(stat_line: bytes) -> int:
+    """Field 9, the task's flags."""
+    return _field(stat_line, 9)
+
+
+def stat_vsize(stat_line: bytes) -> int:
+    """Field 23, the virtual memory size: any mmap or munmap (a ``dlopen``) changes it."""
+    return _field(stat_line, 23)
+
+
+def arg_span(stat_line: bytes) -> int:
+    """arg_end - arg_start (fields 48 and 49): the length of the argv area; 0 if unknown."""
+    start, end = _field(stat_line, 48), _field(stat_line, 49)
+    return end - start if end > start else 0
+
+
+def argv_length(raw: bytes, cut: bool, stat_line: bytes) -> int:
+    """The cmdline's full length: what was read, or when that was cut, the argv area the
+    stat line gives (at least one byte more than was read). The scan and the read at exec
+    both count it so, so that both give a process the same filter key."""
+    return max(len(raw) + 1, arg_span(stat_line)) if cut else len(raw)
+
+
+def maps_digest(maps: bytes) -> int:
+    """The digest of the sorted, distinct (device, inode) of the executable file mappings;
+    0 when there is none (a kernel thread, a zombie, no maps file)."""
+    ids = sorted(set(_EXEC_IDENTITY.findall(maps)))
+    return xxhash.xxh64_intdigest(b"\n".join(ids)) if ids else 0
+
+
+def exec_mappings(maps: bytes) -> list[Mapping]:
+    """The file-backed executable mappings, one per file (its first range), in maps order."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for m in _EXEC_LINE.finditer(maps):
+        if len(m[1]) > 16 or len(m[2]) > 16 or len(m[3]) > 8 or len(m[4]) > 8 or len(m[5]) > 20:
+            continue  # not the kernel's: ignore rather than trust
+        dev = os.makedev(int(m[3], 16), int(m[4], 16))  # as fstat's st_dev says it
+        ident = (dev, int(m[5]))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        path = m[6].decode("utf-8", "backslashreplace")
+        out.append(Mapping(int(m[1], 16), int(m[2], 16), dev, ident[1], path))
+    return out
+
+
+def read_maps(base: str, limit: int = MAPS_MAX_BYTES) -> tuple[bytes, bool]:
+    """``<base>maps``, bounded; the flag says it was cut. Raises ``OSError``."""
+    return read_bounded(base + "maps", limit, 1 << 16)

@@ -1,0 +1,199 @@
+"""Issue 11's readers: maps, stat marks, interpreter scripts, argv windows — properties on
+any bytes, and behaviour on this machine's real processes (stand-ins that only sleep)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulation.fakeproc import CAT_STAT
+from simulation.standin import Tricks
+from stages.base.catalog import MATCH_FILES_CUT
+from stages.base.meter import Tally
+from stages.base.schema import Finding, Kind, RawProcess
+from stages.classify import process_record
+from stages.execview import (
+    PF_KTHREAD,
+    arg_span,
+    exec_id,
+    exec_mappings,
+    maps_digest,
+    stat_flags,
+    stat_vsize,
+)
+from stages.judgeview import ARGV_WINDOW, argv_windows
+from stages.match import Matcher
+from stages.scan import ShardReader
+from stages.scripts import Script, interpreter_name, script_of
+from stages.signatures import load_signatures
+
+REPO = Path(__file__).resolve().parent.parent
+LINE = b"7f00-7f10 r-xp 00001000 fe:00 4242                     /usr/lib/libx.so (deleted)\n"
+
+
+@given(st.binary(max_size=4096))
+def test_stat_and_maps_readers_take_any_bytes(data: bytes) -> None:
+    for value in (exec_id(data), stat_flags(data), stat_vsize(data), arg_span(data)):
+        assert value >= 0
+    assert maps_digest(data) >= 0
+    for m in exec_mappings(data):
+        assert m.end >= 0 and "\n" not in m.path
+
+
+@given(st.lists(st.text(max_size=40), max_size=12), st.text(max_size=40))
+def test_script_of_takes_any_argv(argv: list[str], exe: str) -> None:
+    script = script_of(argv, exe)
+    assert script is None or isinstance(script.path, str)
+
+
+def test_stat_fields_of_the_kernels_line() -> None:
+    assert stat_flags(CAT_STAT) == 4194304
+    assert stat_vsize(CAT_STAT) == 5771264
+    assert arg_span(CAT_STAT) == 140722983801950 - 140722983801930
+    assert exec_id(CAT_STAT) == exec_id(CAT_STAT) != exec_id(CAT_STAT.replace(b"(cat)", b"(dog)"))
+
+
+def test_maps_lines() -> None:
+    anon = b"7f20-7f30 r-xp 00000000 00:00 0 \n7f30-7f40 rw-p 00000000 fe:00 9 /data\n"
+    [m] = exec_mappings(LINE + anon + LINE)  # one per file, executable and file-backed only
+    assert (m.range_name, m.dev, m.ino, m.path) == (
+        "7f00-7f10",
+        os.makedev(0xFE, 0),
+        4242,
+        "/usr/lib/libx.so (deleted)",
+    )
+    assert maps_digest(anon) == 0
+    assert maps_digest(LINE + anon) == maps_digest(anon + LINE + LINE) != 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "exe", "want"),
+    [
+        (["python3", "-u", "-W", "ignore", "m.py", "x"], "/usr/bin/python3.11", Script("m.py")),
+        (["python3", "-m", "http.server"], "/usr/bin/python3.11", None),
+        (["python3", "-c", "print(1)"], "/usr/bin/python3.11", Script("-c", "print(1)")),
+        (["vim", "miner.py"], "/usr/bin/python3.11", Script("miner.py")),  # by its exe
+        (["python3", "miner.py"], "/tmp/renamed", Script("miner.py")),  # by argv[0]
+        (["bash", "-e", "-o", "pipefail", "run.sh"], "/usr/bin/bash", Script("run.sh")),
+        (["sh", "-c", "sleep 1"], "/usr/bin/dash", Script("-c", "sleep 1")),
+        (["node", "-r", "./hook.js", "app.js"], "/usr/bin/node", Script("app.js")),
+        (["java", "-Xmx1g", "-jar", "m.jar"], "/usr/bin/java", Script("m.jar")),
+        (["java", "-cp", "a.jar", "Main"], "/usr/bin/java", None),
+        (["perl", "-e", "1"], "/usr/bin/perl", Script("-e", "1")),
+        (["vim", "file.py"], "/usr/bin/vim", None),
+    ],
+)
+def test_script_arguments(argv: list[str], exe: str, want: Script | None) -> None:
+    assert script_of(argv, exe) == want
+
+
+def test_interpreter_names() -> None:
+    assert [interpreter_name(n) for n in ("/usr/bin/python3.11", "lua5.4", "php8.1", "bash")] == [
+        "python",
+        "lua",
+        "php",
+        "bash",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tricks(tmp_path_factory: pytest.TempPathFactory) -> Tricks:
+    return Tricks(tmp_path_factory.mktemp("tricks"), big_pad=1)
+
+
+def _read_until(
+    reader: ShardReader, pid: int, cond: Callable[[RawProcess], bool], rounds: int = 40
+) -> RawProcess:
+    for i in range(rounds):
+        proc = {p.pid: p for p in reader.read(i).procs}.get(pid)
+        if proc is not None and cond(proc):
+            return proc
+        time.sleep(0.05)
+    raise AssertionError(f"not seen within {rounds} rounds")
+
+
+@pytest.mark.realproc
+def test_scan_sees_a_dlopen_before_its_full_re_read(tricks: Tricks) -> None:
+    env = {"STANDIN_MODE": "dlopen", "STANDIN_LIB": str(tricks.libminer)}
+    child = subprocess.Popen(["worker"], executable=str(tricks.tricks), env=env)
+    try:
+        reader = ShardReader("/proc", Tally(), recheck_every=10_000)  # no full re-read
+        first = _read_until(reader, child.pid, lambda p: p.maps_id != 0)
+        os.kill(child.pid, signal.SIGUSR1)
+        # the virtual size changed: maps re-read within MAPS_HINT_ROUNDS rounds
+        later = _read_until(reader, child.pid, lambda p: p.maps_id != first.maps_id)
+        assert later.exec_id == first.exec_id
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.realproc
+def test_scan_exec_id_flags_and_argv_length() -> None:
+    code = (
+        "import os, signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: os.execv("
+        "sys.executable, [sys.executable, '-c', 'import time; time.sleep(99)'])); time.sleep(99)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, "x" * 5000])
+    try:
+        reader = ShardReader("/proc", Tally(), recheck_every=10_000, cmdline_max_bytes=1024)
+        time.sleep(0.5)
+        first = _read_until(reader, child.pid, lambda p: True)
+        assert first.argv_bytes > 5000  # cut at 1024, its length still known
+        os.kill(child.pid, signal.SIGUSR1)  # python execs python: same executable
+        again = _read_until(reader, child.pid, lambda p: p.exec_id != first.exec_id)
+        assert (again.exe_dev, again.exe_ino) == (first.exe_dev, first.exe_ino)
+        kthreadd = {p.pid: p for p in reader.read(99).procs}.get(2)
+        if kthreadd is not None:  # a container may not show it
+            assert kthreadd.flags & PF_KTHREAD
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.realproc
+def test_argv_windows_cover_the_middle_of_a_long_argv(tricks: Tricks) -> None:
+    token = "stratum+tcp://pool.example.invalid:3333"  # noqa: S105 - a pool URL
+    argv = ["tool", *["x" * 100_000] * 5, token, *["y" * 100_000] * 5]
+    child = subprocess.Popen(argv, executable=str(tricks.clean_twin), env={"STANDIN_WAIT": "1"})
+    try:
+        time.sleep(0.3)
+        windows = list(argv_windows(f"/proc/{child.pid}/cmdline", 0))
+        assert len(windows) >= 1_000_000 // ARGV_WINDOW
+        assert any(token in w for w in windows)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.realproc
+def test_mappings_are_bounded_and_the_cut_counted(tricks: Tricks) -> None:
+    env = {"LD_PRELOAD": str(tricks.libminer)}
+    child = subprocess.Popen(["sleep", "60"], env=env)
+    try:
+        time.sleep(0.3)
+        raw = {p.pid: p for p in ShardReader("/proc", Tally()).read(1).procs}[child.pid]
+        proc = process_record(raw, Kind.USER_WORKLOAD, None, "/proc")
+        sigs = load_signatures([REPO / "config" / "signatures.json"])
+        tally = Tally()
+        [found] = Matcher(sigs, tally, max_exe_bytes=1 << 24, cache_size=8).judge(proc)
+        assert isinstance(found, Finding)
+        assert (found.file, found.file_role) == (str(tricks.libminer), "mapping")
+        # With room for one mapping only, the non-system library still comes first...
+        [found] = Matcher(sigs, tally, max_exe_bytes=1 << 24, cache_size=8, max_mappings=1).judge(
+            proc
+        )
+        assert isinstance(found, Finding) and found.file == str(tricks.libminer)
+        assert tally.get(MATCH_FILES_CUT, reason="count") >= 1  # ...and libc, ld.so are cut
+    finally:
+        child.kill()
+        child.wait()
