@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.config import load_config
+from pipeline.wiring import STAGE_NAMES, replicas
 from simulation.fakeproc import FakeProcfs
 from simulation.harness import Pipeline, procsmith, stat_of, tapping, wait_until
 from simulation.workspace import SimulatedTree, python_node, sleeper, workspace
@@ -234,7 +236,9 @@ def test_sigint_stops_too(tmp_path: Path) -> None:
     fs = FakeProcfs(tmp_path / "proc")
     fs.add(1, 0, ["/sbin/init"])
     pipe = Pipeline(fs.root).start()
-    wait_until("all stages", lambda: len(pipe.children()) == 9, log=pipe.log)
+    config = load_config()  # the defaults the pipeline runs with: every stage, the tap hub
+    every = 1 + sum(replicas(name, config) for name in STAGE_NAMES)
+    wait_until("all stages", lambda: len(pipe.children()) == every, log=pipe.log)
     assert pipe.stop(signal.SIGINT) == 0
     assert not [p for p in pipe.child_pids if stat_of(p) is not None]
 

@@ -24,7 +24,7 @@ def config_of(tmp_path: Path, text: str) -> Config:
     [
         ("providers = []", ["each provider once, at least one"]),
         ("providers = ['gitpod', 'gitpod']", ["each provider once"]),
-        ("providers = ['kubernetes']", ["$.workspaces.providers[0]"]),
+        ("providers = ['kubernetes']", ["$.workspaces.providers", "'kubernetes'"]),
         ("units = ['ci-*.scope']", ["workspaces.units needs the cgroup provider"]),
         ("providers = ['cgroup']\nnamespaces = ['jupyter']", ["needs workspaces.pod_list_url"]),
         ("providers = ['cgroup']\npod_list_url = 'ftp://x/pods'", ["http:// or https://"]),
