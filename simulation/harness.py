@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,25 @@ def short_run_dir() -> Path:
         _short_parent.append(Path(tempfile.mkdtemp(prefix="ps-", dir="/tmp")))
         atexit.register(shutil.rmtree, _short_parent[0], ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=_short_parent[0]))
+
+
+def free_base_port(endpoints: int = 7) -> int:
+    """A tcp base port whose endpoint ports (base+1 … base+``endpoints``; pass
+    ``len(pipeline.transport.PORT_OFFSET)``) are all free on 127.0.0.1 now."""
+    for base in range(24000, 60000, 97):
+        socks: list[socket.socket] = []
+        try:
+            for offset in range(1, endpoints + 1):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base
+    raise RuntimeError("no free range of ports")
 
 
 def procsmith(*args: str) -> list[str]:

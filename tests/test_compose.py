@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -26,8 +25,9 @@ import yaml
 from compose_spec import PyCompose
 
 from pipeline.keyring import ROLES, generate_keys
+from pipeline.transport import PORT_OFFSET
 from simulation.fakeproc import FakeProcfs
-from simulation.harness import procsmith, wait_until
+from simulation.harness import free_base_port, procsmith, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -111,24 +111,6 @@ def test_the_parser_refuses_bad_files(bad: str, named: str) -> None:
         PyCompose.from_json(orjson.dumps(yaml.safe_load(bad)).decode())
 
 
-def free_base_port() -> int:
-    """A base port whose endpoint ports (base+1 … base+7) are all free now."""
-    for base in range(24000, 60000, 97):
-        try:
-            socks = []
-            for offset in range(1, 8):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
-
-
 def local_command(command: list[str]) -> list[str]:
     """A service's command as it would run here: the config from this checkout, and metrics
     on a port of the OS's choosing (all stages share one host here)."""
@@ -158,7 +140,7 @@ def test_compose_commands_form_a_working_pipeline(tmp_path: Path) -> None:
         # The compose network's names all become this host's loopback.
         "PROCSMITH_TRANSPORT__BIND_HOST": "127.0.0.1",
         "PROCSMITH_TRANSPORT__HOSTS": "{}",
-        "PROCSMITH_TRANSPORT__BASE_PORT": str(free_base_port()),
+        "PROCSMITH_TRANSPORT__BASE_PORT": str(free_base_port(len(PORT_OFFSET))),
         "PROCSMITH_PROC_ROOT": str(fs.root),
         "PROCSMITH_SCAN__INTERVAL": "200ms",
         "PROCSMITH_TREE__GRACE": "150ms",

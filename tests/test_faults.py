@@ -16,8 +16,9 @@ import orjson
 import pytest
 
 from pipeline.config import ConfigError, TransportConfig, load_config
+from pipeline.transport import PORT_OFFSET
 from simulation.fakeproc import FakeProcfs
-from simulation.harness import Pipeline, procsmith, short_run_dir, wait_until
+from simulation.harness import Pipeline, free_base_port, procsmith, short_run_dir, wait_until
 from stages.procfs import is_running
 
 MINER = ["./xmrig", "-o", "pool.example.invalid:3333"]
@@ -138,26 +139,6 @@ def test_a_second_instance_on_the_same_run_dir_is_refused(tmp_path: Path) -> Non
         assert pipe.health()[0] == 200
 
 
-def free_base_port() -> int:
-    """A base port whose seven endpoint ports are free now (procsmith binds them next)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1]) - 1
-        if base + 8 < 65400 and all(_free(base + k) for k in range(1, 8)):
-            return base
-    raise AssertionError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_a_stopped_stage_left_by_a_killed_supervisor_does_not_block_the_next_run(
     tmp_path: Path,
 ) -> None:
@@ -167,7 +148,7 @@ def test_a_stopped_stage_left_by_a_killed_supervisor_does_not_block_the_next_run
     run_dir = short_run_dir() / "absent" / "run"
     env = {
         "PROCSMITH_TRANSPORT__KIND": "tcp",
-        "PROCSMITH_TRANSPORT__BASE_PORT": str(free_base_port()),
+        "PROCSMITH_TRANSPORT__BASE_PORT": str(free_base_port(len(PORT_OFFSET))),
     }
     if "insecure" in TransportConfig.__struct_fields__:  # where CURVE has landed
         env["PROCSMITH_TRANSPORT__INSECURE"] = "true"

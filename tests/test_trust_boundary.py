@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from pipeline.keyring import generate_keys, load_keys
 from pipeline.transport import PORT_OFFSET
 from pipeline.wiring import STAGE_NAMES, TAPHUB
 from simulation.fakeproc import FakeProcfs
-from simulation.harness import Metrics, Pipeline, tapping, wait_until
+from simulation.harness import Metrics, Pipeline, free_base_port, tapping, wait_until
 from simulation.workspace import SimulatedTree, sleeper, workspace
 from stages.base.schema import (
     Finding,
@@ -64,24 +63,6 @@ OTHER_SECRET = "s3cr3t-not-a-workspace-field"  # noqa: S105
 FORGED_SIGNATURE = "forged-by-attacker"
 SERVERS = {"tree": "tree", "classify": "classify", "filter": "filter", "match": "filter"}
 SERVERS |= {"enforce": "enforce", "tap-in": TAPHUB, "tap-out": TAPHUB}
-
-
-def free_base_port() -> int:
-    """A base port whose endpoint ports are all free now."""
-    for base in range(31000, 60000, 89):
-        socks = []
-        try:
-            for offset in PORT_OFFSET.values():
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no free ports")
 
 
 def tcp_env(base: int, **more: str) -> dict[str, str]:
@@ -245,7 +226,7 @@ def _attack_a_secure_pipeline(
 ) -> None:
     keys = tmp_path / "keys"
     generate_keys(keys)
-    base = free_base_port()
+    base = free_base_port(len(PORT_OFFSET))
     # The only rule: this test's own miner's argv[0]. Penalties are live on the real /proc,
     # and no process another test runs on this machine can match it.
     miner_name = f"trust-miner-{secrets.token_hex(4)}"
@@ -357,7 +338,7 @@ def m_now() -> float:
 def test_insecure_tcp_says_so_on_every_stage(tmp_path: Path) -> None:
     fs = FakeProcfs(tmp_path / "proc", atomic=True)
     fs.add(1, 0, ["/sbin/init"])
-    env = tcp_env(free_base_port(), PROCSMITH_TRANSPORT__INSECURE="true")
+    env = tcp_env(free_base_port(len(PORT_OFFSET)), PROCSMITH_TRANSPORT__INSECURE="true")
     with Pipeline(fs.root, env) as pipe:
         pipe.wait_flowing()
         m = pipe.metrics()
