@@ -57,6 +57,7 @@ class Known(msgspec.Struct, gc=False):
     # which a changed size does not make the scan read them again.
     vsize: int = 0
     maps_due: int = 0
+    rechecks: int = 0  # full re-reads since the last full read
 
 
 def is_procfs(path: str) -> bool:

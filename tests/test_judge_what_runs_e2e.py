@@ -244,7 +244,9 @@ def test_what_actually_runs_is_judged(tricks: Tricks, tmp_path: Path) -> None:
             match = next(f for f in got[p[label]] if _as(f) == wanted)
             assert match["process"]["workspace"]["workspace_id"] == WS, label
         assert "xmrig" in got[p["rewriter"]][-1]["process"]["cmdline"]
-        assert [f["signature"] for f in got[p["noscheme"]]] == ["supportxmr.com"]
+        # (A process judged again — its maps changed once its loader mapped the libraries,
+        # D10 — gives the same finding again: the same signature, never another.)
+        assert {f["signature"] for f in got[p["noscheme"]]} == {"supportxmr.com"}
         assert {f["signature"] for f in got[p["big"]]} == {"stratum-methods"}  # past the head
         # No regression: the benign workspace, every process of it judged, gave nothing.
         benign_pids = {
