@@ -85,6 +85,13 @@ def procsmith(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *args]
 
 
+def run_procsmith(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``procsmith ARGS…`` run to its end, its output captured as text."""
+    return subprocess.run(
+        procsmith(*args), capture_output=True, text=True, check=False, timeout=timeout
+    )
+
+
 def stat_of(pid: int) -> tuple[int, str] | None:
     """(ppid, comm) of a live process, read straight from procfs."""
     try:

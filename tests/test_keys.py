@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,18 +19,9 @@ from pipeline.keyring import (
     load_keys,
     parse_key_file,
 )
+from simulation.harness import run_procsmith as procsmith
 
 NOBODY = 65534
-
-
-def procsmith(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def mode(path: Path) -> int:

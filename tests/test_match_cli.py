@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -11,17 +9,8 @@ import pytest
 
 from pipeline.config import BUNDLED_CONFIG_DIR
 from simulation.elfbins import ElfBins
+from simulation.harness import run_procsmith as procsmith
 from tests.sigfiles import one_signature, sig, write_config
-
-
-def procsmith(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def lines(stdout: str) -> list[dict[str, str]]:
