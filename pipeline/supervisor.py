@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import selectors
@@ -163,6 +164,13 @@ class Supervisor:
     # -- children -------------------------------------------------------------------------
 
     def spawn(self, child: Child, close_fds: list[int]) -> None:
+        # Frozen, the objects made so far are left alone by any garbage collector: the
+        # child's would write into every page that holds one, and so would this process's
+        # (copying it here, leaving the child its only owner). Collected only while no
+        # child shares the pages yet.
+        if not any(c.pid is not None for c in self.children):
+            gc.collect()
+        gc.freeze()
         pid = os.fork()
         if pid:
             child.pid, child.started = pid, time.time()

@@ -22,7 +22,7 @@ from collections import Counter
 
 import msgspec
 
-from stages.execview import argv_length, exec_id, maps_digest, read_maps, stat_flags
+from stages.execview import arg_span, argv_length, exec_id, stat_flags
 from stages.pins import PinnedExecutables
 from stages.procfs import (
     OPEN_FLAGS,
@@ -62,6 +62,9 @@ class ExecProcess(msgspec.Struct, array_like=True, frozen=True):
     cmdline_cut: bool = False
     # As a poll round's read fills them in (stages.execview), for the same filter key.
     exec_id: int = 0
+    # Always 0 (not read), as at a poll round's first read: read this early (half a
+    # millisecond after the exec) the maps hold the program and its loader, seldom its
+    # libraries yet. Match reads them when it judges the process.
     maps_id: int = 0
     argv_bytes: int = 0
     flags: int = 0
@@ -137,8 +140,8 @@ class ExecReader:
             time.monotonic_ns(),
             cut,
             exec_id(first),
-            _maps_id(base),
-            argv_length(raw, cut, first),
+            0,  # maps_id: not read here (see the field)
+            argv_length(raw, cut, arg_span(first)),
             stat_flags(first),
         )
 
@@ -150,17 +153,6 @@ class ExecReader:
         if cut:
             self.truncated["environ"] += 1
         return parse_gitpod_env(raw, truncated=cut)
-
-
-def _maps_id(base: str) -> int:
-    """The digest of the executable mappings now: the kernel maps the program and its
-    loader at exec, the loader the libraries just after; a poll round that sees more gives
-    another key, and the process is judged once more with them."""
-    try:
-        maps, _ = read_maps(base)
-    except OSError:
-        return 0
-    return maps_digest(maps)
 
 
 def _open_exe(base: str) -> int:

@@ -20,11 +20,10 @@ from typing import NamedTuple
 
 import xxhash
 
-from stages.procfs import exec_marks, read_bounded
+from stages.procfs import exec_marks, marks_digest, read_bounded, stat_number
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 MAPS_MAX_BYTES = 4 << 20  # ~40,000 mappings; the kernel's default limit is 65,530 (counted)
-_U64_DIGITS = 20
 
 # One line of /proc/<pid>/maps: start-end perms offset major:minor inode [path]. Executable
 # ("x" third in perms) and file-backed (inode not 0). The path is the rest of the line.
@@ -55,17 +54,15 @@ def exec_id(stat_line: bytes) -> int:
     """The digest of one exec's marks; 0 only for an empty line."""
     if not stat_line:
         return 0
-    return xxhash.xxh64_intdigest(b"\0".join(exec_marks(stat_line)))
+    return marks_digest(exec_marks(stat_line))
 
 
 def _field(stat_line: bytes, index: int) -> int:
     """Field ``index`` (1-based, as proc(5) numbers them) as an int; 0 when absent or odd."""
     close = stat_line.rfind(b")")
-    fields = stat_line[close + 1 :].split(None, index - 2)
-    if close < 0 or len(fields) < index - 2:
+    if close < 0:
         return 0
-    value = fields[index - 3]
-    return int(value) if value.isdigit() and len(value) <= _U64_DIGITS else 0
+    return stat_number(stat_line[close + 1 :].split(None, index - 2), index)
 
 
 def stat_flags(stat_line: bytes) -> int:
@@ -84,11 +81,11 @@ def arg_span(stat_line: bytes) -> int:
     return end - start if end > start else 0
 
 
-def argv_length(raw: bytes, cut: bool, stat_line: bytes) -> int:
+def argv_length(raw: bytes, cut: bool, span: int) -> int:
     """The cmdline's full length: what was read, or when that was cut, the argv area the
-    stat line gives (at least one byte more than was read). The scan and the read at exec
-    both count it so, so that both give a process the same filter key."""
-    return max(len(raw) + 1, arg_span(stat_line)) if cut else len(raw)
+    stat line gives (``arg_span``; at least one byte more than was read). The scan and the
+    read at exec both count it so, so that both give a process the same filter key."""
+    return max(len(raw) + 1, span) if cut else len(raw)
 
 
 def maps_digest(maps: bytes) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+import msgspec
+
 from stages.base.catalog import (
     CACHE_USE,
     FILTER_GAVE_UP,
@@ -23,16 +25,31 @@ from stages.fairqueue import interleave
 
 # D8: the process identity plus its executable. No ppid, so re-parenting (the parent died)
 # is not a new process; the executable's device and inode, so an exec is.
-# D10: and what it runs now: its exec generation (every exec, even of the same binary), a
-# digest of its argv (rewritten in place) and of its executable mappings (a dlopen).
-SeenKey = tuple[int, int, int, int, int, int, int]
+# D10: and what it runs now: its exec generation (every exec, even of the same binary) and a
+# digest of its argv (rewritten in place). Its executable mappings are compared apart from
+# the key (``_Seen``): the scan reads them late, and match says which it judged.
+SeenKey = tuple[int, int, int, int, int, int]
 
 
 def seen_key(proc: Process) -> SeenKey:
     # hash() of the argv: this process's own (salted) string hashes, which is all the LRU,
     # held in this process only, needs; no copy of a 256 KiB argv is kept in the key.
     argv = hash((proc.argv_bytes, *proc.cmdline))
-    return (proc.pid, proc.starttime, proc.exe_dev, proc.exe_ino, proc.exec_id, argv, proc.maps_id)
+    return (proc.pid, proc.starttime, proc.exe_dev, proc.exe_ino, proc.exec_id, argv)
+
+
+class _Seen(msgspec.Struct, gc=False):
+    """A judged process: the round it was last seen in, and the two digests of its mappings
+    that count as judged (``maps_id``): the one the record handed on carried, and the one of
+    the maps match read as it judged (often newer: the scan reads them late)."""
+
+    round: int
+    handed: int
+    judged: int
+
+    def covers(self, maps_id: int) -> bool:
+        """0 is maps not read: nothing says they changed since the judgement."""
+        return maps_id in (0, self.judged, self.handed)
 
 
 class SeenFilter:
@@ -55,8 +72,8 @@ class SeenFilter:
             raise ValueError("the LRU needs room for at least one process")
         self.capacity = capacity
         self.meter = meter
-        # key → the round it was last seen in; least recently seen first.
-        self._seen: OrderedDict[SeenKey, int] = OrderedDict()
+        # key → when it was last seen and what it was judged with; least recently seen first.
+        self._seen: OrderedDict[SeenKey, _Seen] = OrderedDict()
         self._round = 0
         # Handed on, verdict awaited: the record, when it was last sent, how often it was sent.
         self._inflight: dict[SeenKey, tuple[Process, float, int]] = {}
@@ -65,7 +82,8 @@ class SeenFilter:
         return len(self._seen)
 
     def __contains__(self, proc: Process) -> bool:
-        return seen_key(proc) in self._seen
+        seen = self._seen.get(seen_key(proc))
+        return seen is not None and seen.covers(proc.maps_id)
 
     @property
     def inflight(self) -> int:
@@ -82,10 +100,12 @@ class SeenFilter:
             self._round += 1
         fresh = []
         hits = 0
+        seen_of, now = self._seen.get, self._round
         for proc in procs:
             key = seen_key(proc)
-            if key in self._seen:
-                self._seen[key] = self._round
+            seen = seen_of(key)
+            if seen is not None and seen.covers(proc.maps_id):
+                seen.round = now
                 self._seen.move_to_end(key)
                 hits += 1
             elif key in self._inflight:
@@ -98,12 +118,15 @@ class SeenFilter:
             self.meter.inc(CACHE_USE, len(fresh), use="miss")
         return fresh
 
-    def mark_seen(self, proc: Process) -> None:
+    def mark_seen(self, proc: Process, handed: int | None = None) -> None:
+        """``proc`` is judged with its ``maps_id``, and with ``handed``, the one the record
+        handed on carried (if another)."""
         key = seen_key(proc)
-        self._seen[key] = self._round
+        judged = proc.maps_id
+        self._seen[key] = _Seen(self._round, judged if handed is None else handed, judged)
         self._seen.move_to_end(key)
         while len(self._seen) > self.capacity:
-            if next(iter(self._seen.values())) >= self._round:
+            if next(iter(self._seen.values())).round >= self._round:
                 break  # the least recent still runs, and so does everything after it
             self._seen.popitem(last=False)
 
@@ -116,10 +139,13 @@ class SeenFilter:
         """Its verdict came back (perhaps after it was offered again): it is seen. A verdict
         for a process never handed on (neither awaited nor seen) is not taken: False."""
         key = seen_key(proc)
-        if key not in self._inflight and key not in self._seen:
+        sent, before = self._inflight.pop(key, None), self._seen.get(key)
+        if sent is None and before is None:
             return False
-        self._inflight.pop(key, None)
-        self.mark_seen(proc)
+        # Match answers with the digest of the maps it read (stages.match); the one handed
+        # on is kept too, for the scan still reports it until it reads the maps again.
+        handed = sent[0].maps_id if sent is not None else before.handed if before else None
+        self.mark_seen(proc, handed)
         return True
 
     def overdue(self, now: float, timeout: float, max_attempts: int) -> tuple[list[Process], int]:

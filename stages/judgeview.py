@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from stages.execview import PF_KTHREAD, Mapping, exec_mappings, read_maps, stat_flags
+from stages.execview import PF_KTHREAD, Mapping, exec_mappings, maps_digest, read_maps, stat_flags
 from stages.procfs import OPEN_FLAGS, read_stat
 from stages.scripts import Script
 
@@ -76,11 +76,13 @@ def _system_first_key(mapping: Mapping) -> bool:
     return mapping.path.startswith(_SYSTEM_DIRS) and not mapping.path.endswith(" (deleted)")
 
 
-def mapping_targets(view: str, skip: tuple[int, int], limit: int) -> tuple[list[Target], int, bool]:
+def mapping_targets(
+    view: str, skip: tuple[int, int], limit: int
+) -> tuple[list[Target], int, bool, int]:
     """The process's file-backed executable mappings but the file ``skip`` (its exe), at most
     ``limit``; those outside the system directories (and deleted ones, memfds) first, so a
-    cut drops system libraries first. Returns (targets, how many were cut, maps was cut).
-    Raises ``OSError`` when maps cannot be read."""
+    cut drops system libraries first. Returns (targets, how many were cut, maps was cut, the
+    maps' ``maps_digest``). Raises ``OSError`` when maps cannot be read."""
     maps, maps_cut = read_maps(view)
     found = [m for m in exec_mappings(maps) if (m.dev, m.ino) != skip]
     found.sort(key=_system_first_key)  # stable: maps order within each group
@@ -90,7 +92,7 @@ def mapping_targets(view: str, skip: tuple[int, int], limit: int) -> tuple[list[
         if m.path.startswith("/") and not m.path.endswith(" (deleted)"):
             openers.append(f"{view}root{m.path}")
         targets.append(Target("mapping", m.path, tuple(openers)))
-    return targets, max(0, len(found) - limit), maps_cut
+    return targets, max(0, len(found) - limit), maps_cut, maps_digest(maps)
 
 
 def script_target(view: str, script: Script) -> Target:

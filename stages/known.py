@@ -37,6 +37,9 @@ KEEP_OPEN: Final = 16384  # default bound on the descriptors one shard keeps ope
 FD_RESERVE: Final = 256  # descriptors left for sockets, metrics files and reads in flight
 
 
+MAPS_UNREAD = -1  # Known.vsize of a process whose maps the scan has not read
+
+
 class Known(msgspec.Struct, gc=False):
     """One process as last read: its record, its stat line, and when to re-read it in full.
 
@@ -53,8 +56,8 @@ class Known(msgspec.Struct, gc=False):
     proc: RawProcess
     due: int
     cut: bool = False
-    # Issue 11: the virtual size when the maps were last read, and the round count before
-    # which a changed size does not make the scan read them again.
+    # Issue 11: the virtual size when the maps were last read (MAPS_UNREAD: not yet), and
+    # the round count before which a changed size does not make the scan read them again.
     vsize: int = 0
     maps_due: int = 0
     rechecks: int = 0  # full re-reads since the last full read

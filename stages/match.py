@@ -31,6 +31,8 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import msgspec
+
 from stages.base.catalog import (
     MATCH_CACHE,
     MATCH_EXE_SCANS,
@@ -136,6 +138,7 @@ class Matcher:
         self.unjudgeable_level = unjudgeable_level
         self._verdicts: OrderedDict[Identity, Verdict] = OrderedDict()
         self._budget = 0  # bytes this process may still have read
+        self._maps_id = 0  # the digest of the maps read judging this process (0: none read)
         self._window_bytes = max_exe_bytes + tail_window(max_exe_bytes)  # most read of a file
 
     def judge(self, proc: Process) -> list[Record]:
@@ -150,12 +153,17 @@ class Matcher:
                 # The file the process ran, whatever its pid names now: a verdict on it.
                 found = [*pinned, *self._argv_hits(proc.cmdline, "cmdline", "")]
                 gone = problem = None
+                self._maps_id = 0  # its pid's maps, if read, may be another process's
         if gone is not None:
             # Nothing is said of a pid that may now be someone else.
             self.meter.inc(MATCH_SKIPPED, reason=gone)
             return [Judged(proc, gone if gone in ("vanished", "reused") else "error")]
         if problem is not None:
             self.meter.inc(MATCH_SKIPPED, reason=problem)
+        if self._maps_id and self._maps_id != proc.maps_id:
+            # Answered with the maps judged: the filter counts them as judged (the record's
+            # own digest is older, or 0 when the scan had not read them yet).
+            proc = msgspec.structs.replace(proc, maps_id=self._maps_id)
         ranked = sorted(found, key=lambda f: rank(f.hit))  # stable: exe before mappings
         if ranked:
             top = ranked[0]
@@ -197,6 +205,7 @@ class Matcher:
     def _judge_process(self, proc: Process, base: str) -> tuple[list[Found], str | None]:
         """Everything found in what the process runs, and why part of it was not judged."""
         self._budget = self.max_process_bytes
+        self._maps_id = 0
         if is_kernel_thread(proc.flags):
             return [], "kernel"
         view, exe_path, problem = self._view(proc, base)
@@ -289,7 +298,7 @@ class Matcher:
 
     def _judge_mappings(self, view: str, exe: tuple[int, int], found: list[Found]) -> None:
         try:
-            targets, cut, _ = mapping_targets(view, exe, self.max_mappings)
+            targets, cut, _, self._maps_id = mapping_targets(view, exe, self.max_mappings)
         except OSError:
             return  # no maps to read (gone, or a fake tree): the exe was what there was
         if cut:

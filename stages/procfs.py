@@ -11,6 +11,7 @@ import errno
 import os
 
 import msgspec
+import xxhash
 
 from stages.redact import strip_userinfo
 
@@ -89,7 +90,10 @@ def exec_marks(data: bytes) -> tuple[bytes, ...]:
     what bounds that case). Raises nothing: a malformed line gives whatever it holds.
     """
     close = data.rfind(b")")
-    fields = data[close + 1 :].split()
+    return _marks(data, close, data[close + 1 :].split())
+
+
+def _marks(data: bytes, close: int, fields: list[bytes]) -> tuple[bytes, ...]:
     flags = fields[6] if len(fields) > 6 else b""
     if flags.isdigit() and len(flags) <= _U64_DIGITS:
         flags = b"1" if int(flags) & _PF_FORKNOEXEC else b"0"
@@ -99,6 +103,60 @@ def exec_marks(data: bytes) -> tuple[bytes, ...]:
         flags,
         *fields[23:26],
         *fields[42:49],
+    )
+
+
+def marks_digest(marks: tuple[bytes, ...]) -> int:
+    """The exec generation (``exec_id``) the marks of one exec give."""
+    return xxhash.xxh64_intdigest(b"\0".join(marks))
+
+
+class StatLine(msgspec.Struct, frozen=True, gc=False):
+    """All a full read takes from a stat line, from one split of it: ``Stat``'s fields, the
+    exec generation (``marks_digest`` of ``exec_marks``), the task's flags (field 9), the
+    virtual size (field 23) and the length of the argv area (fields 48-49; 0 if unknown)."""
+
+    ppid: int
+    starttime: int
+    comm: str
+    exec_id: int
+    flags: int
+    vsize: int
+    arg_span: int
+
+
+def stat_number(fields: list[bytes], index: int) -> int:
+    """Field ``index`` (as proc(5) numbers them) as an int; 0 when absent or odd."""
+    value = _u64(fields[index - 3]) if len(fields) > index - 3 else None
+    return value or 0
+
+
+def parse_stat_line(data: bytes) -> StatLine | None:
+    """``parse_stat`` and the exec facts of the same line (``None`` exactly when
+    ``parse_stat`` is): the first read of a process splits its line once, not four times."""
+    if len(data) > STAT_MAX_BYTES:
+        return None
+    close = data.rfind(b")")
+    if close < 0:
+        return None
+    fields = data[close + 1 :].split()
+    if len(fields) < 20:
+        return None
+    ppid = _u64(fields[1])
+    starttime = _u64(fields[19])
+    if ppid is None or not starttime:
+        return None
+    open_ = data.find(b"(")
+    comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
+    start, end = stat_number(fields, 48), stat_number(fields, 49)
+    return StatLine(
+        ppid,
+        starttime,
+        decode(comm),
+        marks_digest(_marks(data, close, fields)),
+        stat_number(fields, 9),
+        stat_number(fields, 23),
+        end - start if end > start else 0,
     )
 
 

@@ -17,15 +17,8 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
 from stages.cgroupread import CgroupPaths
-from stages.execview import (
-    argv_length,
-    exec_id,
-    maps_digest,
-    read_maps,
-    stat_flags,
-    stat_vsize,
-)
-from stages.known import KEEP_OPEN, KeptDescriptors, Known, close_all, is_procfs
+from stages.execview import arg_span, argv_length, maps_digest, read_maps, stat_vsize
+from stages.known import KEEP_OPEN, MAPS_UNREAD, KeptDescriptors, Known, close_all, is_procfs
 from stages.parts import split, within_argv_budget
 from stages.procfs import (
     OPEN_FLAGS,
@@ -37,6 +30,7 @@ from stages.procfs import (
     parse_cmdline,
     parse_gitpod_env,
     parse_stat,
+    parse_stat_line,
     read_bounded,
     read_stat,
     same_file,
@@ -292,7 +286,7 @@ class ShardReader:
     def _complete(self, pid: int, base: str, fd: int, data: bytes) -> RawProcess | None:
         """The full read of a process whose stat line is ``data`` (read first, so an exec
         racing this read shows as a changed stat line next round)."""
-        stat = parse_stat(data)
+        stat = parse_stat_line(data)
         if stat is None:
             self._skipped["malformed_stat"] += 1
             self._fds.release(fd)
@@ -310,6 +304,12 @@ class ShardReader:
         ring1 = is_ring1(cmdline)
         env = self._gitpod_env(base) if ring1 else None
         cgroup = self._cgroup(base) if self.read_cgroup else ""
+        # No maps_id yet (0: not read). Match reads the maps when it judges the process and
+        # answers with their digest, which the filter keeps; this scan reads them at the
+        # process's first full re-read, or from its next round on once its virtual size
+        # changed. So the maps of a process that lives less than a round (most, on a busy
+        # node) are never read here, and a dlopen after the judgement is still seen within a
+        # full re-read period. Read here, they cost a first round 2.7x the Python floor.
         proc = RawProcess(
             pid,
             stat.ppid,
@@ -320,16 +320,14 @@ class ShardReader:
             exe_ino,
             env,
             cgroup=cgroup,
-            exec_id=exec_id(data),
-            maps_id=self._maps_id(base),
-            argv_bytes=argv_length(raw_cmdline, cut, data),
-            flags=stat_flags(data),
+            exec_id=stat.exec_id,
+            argv_bytes=argv_length(raw_cmdline, cut, stat.arg_span),
+            flags=stat.flags,
         )
         # ring1 candidates are due at once: their environment decides what a workspace is.
         phase = 1 + next(self._jitter, 0) % self._period
         due = 0 if ring1 else self._reads + phase
-        vsize = stat_vsize(data)
-        self._known[pid] = Known(fd, data, proc, due, cut, vsize, self._reads + MAPS_HINT_ROUNDS)
+        self._known[pid] = Known(fd, data, proc, due, cut, MAPS_UNREAD, self._reads + 1)
         return proc
 
     def _recheck(self, pid: int, base: str, entry: Known) -> RawProcess | None:
@@ -359,7 +357,7 @@ class ShardReader:
         maps_id = proc.maps_id
         if vsize != entry.vsize or entry.rechecks % MAPS_EVERY_RECHECKS == 0:
             maps_id, entry.vsize = self._maps_id(base), vsize
-        argv_bytes = argv_length(raw_cmdline, cut, entry.stat)
+        argv_bytes = argv_length(raw_cmdline, cut, arg_span(entry.stat))
         now = (cmdline, exe_dev, exe_ino, maps_id, argv_bytes)
         if now != (proc.cmdline, proc.exe_dev, proc.exe_ino, proc.maps_id, proc.argv_bytes):
             proc = entry.proc = msgspec.structs.replace(

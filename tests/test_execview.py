@@ -32,6 +32,7 @@ from stages.execview import (
 )
 from stages.judgeview import ARGV_WINDOW, argv_windows
 from stages.match import Matcher
+from stages.procfs import parse_stat, parse_stat_line
 from stages.scan import ShardReader
 from stages.scripts import Script, interpreter_name, script_of
 from stages.signatures import load_signatures
@@ -47,6 +48,45 @@ def test_stat_and_maps_readers_take_any_bytes(data: bytes) -> None:
     assert maps_digest(data) >= 0
     for m in exec_mappings(data):
         assert m.end >= 0 and "\n" not in m.path
+
+
+def _agrees(data: bytes) -> None:
+    line, stat = parse_stat_line(data), parse_stat(data)
+    if stat is None:
+        assert line is None
+        return
+    assert line is not None
+    assert (line.ppid, line.starttime, line.comm) == (stat.ppid, stat.starttime, stat.comm)
+    facts = (line.exec_id, line.flags, line.vsize, line.arg_span)
+    assert facts == (exec_id(data), stat_flags(data), stat_vsize(data), arg_span(data))
+
+
+@given(st.binary(max_size=4200))
+def test_the_one_split_stat_parse_agrees_with_each_parser_on_any_bytes(data: bytes) -> None:
+    _agrees(data)
+
+
+@given(
+    st.binary(max_size=40),
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**64 + 5).map(lambda n: str(n).encode()),
+            st.sampled_from([b"-1", b"x", b"99999999999999999999999", b"S"]),
+        ),
+        min_size=0,
+        max_size=60,
+    ),
+)
+def test_the_one_split_stat_parse_agrees_on_stat_like_lines(
+    comm: bytes, fields: list[bytes]
+) -> None:
+    _agrees(b"42 (" + comm + b") " + b" ".join(fields) + b"\n")
+
+
+def test_the_one_split_stat_parse_of_the_kernels_line() -> None:
+    line = parse_stat_line(CAT_STAT)
+    assert line is not None
+    assert (line.comm, line.flags, line.vsize) == ("cat", 4194304, 5771264)
 
 
 @given(st.lists(st.text(max_size=40), max_size=12), st.text(max_size=40))
@@ -121,17 +161,43 @@ def _read_until(
     raise AssertionError(f"not seen within {rounds} rounds")
 
 
+def _maps_now(pid: int) -> int:
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        return maps_digest(f.read())
+
+
 @pytest.mark.realproc
 def test_scan_sees_a_dlopen_before_its_full_re_read(tricks: Tricks) -> None:
     env = {"STANDIN_MODE": "dlopen", "STANDIN_LIB": str(tricks.libminer)}
     child = subprocess.Popen(["worker"], executable=str(tricks.tricks), env=env)
     try:
         reader = ShardReader("/proc", Tally(), recheck_every=10_000)  # no full re-read
-        first = _read_until(reader, child.pid, lambda p: p.maps_id != 0)
+        time.sleep(0.3)  # started and waiting: its stat line stays as it is
+        first = _read_until(reader, child.pid, lambda p: True)
+        idle = [{p.pid: p for p in reader.read(i).procs}[child.pid] for i in range(3)]
+        # Not read at its first read, nor while nothing changes (match reads them as it
+        # judges): no maps_id yet.
+        assert [p.maps_id for p in (first, *idle)] == [0, 0, 0, 0]
         os.kill(child.pid, signal.SIGUSR1)
-        # the virtual size changed: maps re-read within MAPS_HINT_ROUNDS rounds
-        later = _read_until(reader, child.pid, lambda p: p.maps_id != first.maps_id)
+        # the virtual size changed: the maps are read from then on, within MAPS_HINT_ROUNDS
+        later = _read_until(reader, child.pid, lambda p: p.maps_id != 0)
+        assert later.maps_id == _maps_now(child.pid)
         assert later.exec_id == first.exec_id
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.realproc
+def test_scan_reads_an_idle_process_maps_at_its_first_full_re_read(tricks: Tricks) -> None:
+    child = subprocess.Popen(["worker"], executable=str(tricks.tricks))
+    try:
+        time.sleep(0.3)
+        reader = ShardReader("/proc", Tally(), recheck_every=2)
+        first = _read_until(reader, child.pid, lambda p: True)
+        assert first.maps_id == 0
+        later = _read_until(reader, child.pid, lambda p: p.maps_id != 0, rounds=3)
+        assert later.maps_id == _maps_now(child.pid)
     finally:
         child.kill()
         child.wait()

@@ -52,6 +52,34 @@ def test_key_is_identity_plus_executable(tally: Tally) -> None:
     assert f.unseen([proc(1, dev=9)]) != []
 
 
+def maps(p: Process, maps_id: int) -> Process:
+    return msgspec.structs.replace(p, maps_id=maps_id)
+
+
+def test_mappings_count_as_judged_as_match_read_them(tally: Tally) -> None:
+    f = SeenFilter(10, tally)
+    handed = proc(1)  # the scan's first read: maps not read (0)
+    assert f.unseen([handed]) == [handed]
+    f.handed_on(handed, 0.0)
+    assert f.judged(maps(handed, 7))  # match read maps of digest 7 as it judged
+    assert f.unseen([handed, maps(handed, 7)]) == []  # not read yet, or as judged
+    assert f.unseen([maps(handed, 8)]) == [maps(handed, 8)]  # a dlopen since: judged again
+    f.handed_on(maps(handed, 8), 1.0)
+    assert f.judged(maps(handed, 9))  # and once more between the scan's read and match's
+    # The scan reports 8 until it reads them again, match said 9: both judged, 7 no more.
+    assert f.unseen([maps(handed, 8), maps(handed, 9), handed]) == []
+    assert f.unseen([maps(handed, 7)]) == [maps(handed, 7)]
+
+
+def test_a_repeated_verdict_keeps_what_was_handed_on(tally: Tally) -> None:
+    f = SeenFilter(10, tally)
+    handed = maps(proc(1), 5)
+    f.handed_on(handed, 0.0)
+    assert f.judged(maps(handed, 6))
+    assert f.judged(maps(handed, 7))  # the verdict of a retry, after the first
+    assert f.unseen([handed, maps(handed, 7)]) == []
+
+
 def test_lru_evicts_least_recent(tally: Tally) -> None:
     f = SeenFilter(2, tally)
     f.mark_seen(proc(1))

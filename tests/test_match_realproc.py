@@ -15,6 +15,7 @@ from simulation.workspace import SimNode, SimulatedTree, sleeper, workspace
 from stages.base.catalog import MATCH_EXE_SCANS
 from stages.base.meter import Tally
 from stages.base.schema import Finding, Judged, Level
+from stages.execview import maps_digest
 from stages.match import Matcher
 from stages.signatures import load_signatures
 
@@ -31,6 +32,7 @@ def test_stand_in_miner_found_at_very(elf_bins: ElfBins, tally: Tally) -> None:
         labels = ("miner0", "miner1", "miner2", "editor")
         files = set().union(*(executable_files(sim.pids[label]) for label in labels))
         judged = {label: matcher.judge(procs[sim.pids[label]]) for label in labels}
+        editor_maps = maps_digest(Path(f"/proc/{sim.pids['editor']}/maps").read_bytes())
         # The pid is checked again: a record whose starttime is not the pid's is not judged.
         stale = msgspec.structs.replace(procs[sim.pids["miner0"]], starttime=1)
         assert matcher.judge(stale) == [Judged(stale, "reused")]
@@ -40,7 +42,12 @@ def test_stand_in_miner_found_at_very(elf_bins: ElfBins, tally: Tally) -> None:
         assert finding.level is Level.VERY
         assert finding.process.workspace is not None
         assert finding.process.workspace.pid == sim.pids["supervisor"]
-    assert judged["editor"] == [Judged(procs[sim.pids["editor"]], "clean")]
+    # Answered with the digest of the maps match read (the scan's first read has none).
+    editor = procs[sim.pids["editor"]]
+    assert editor.maps_id == 0
+    assert judged["editor"] == [
+        Judged(msgspec.structs.replace(editor, maps_id=editor_maps), "clean")
+    ]
     # Three processes of one binary and one sleep: one scan per distinct file they run (the
     # two executables and the libraries mapped into them), however many processes share it.
     assert tally.get(MATCH_EXE_SCANS) == len(files)
