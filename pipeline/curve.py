@@ -35,9 +35,9 @@ from types import TracebackType
 
 import zmq
 from zmq.utils import z85
-from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.keyring import Keyring
+from pipeline.monitor import queued_events
 
 log = logging.getLogger("procsmith.curve")
 
@@ -96,12 +96,8 @@ class HandshakeWatch:
     def take(self) -> Counter[str]:
         """Read what the monitor has queued; returns the new refusals by reason."""
         new: Counter[str] = Counter()
-        while True:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            reason = refusal_reason(int(event["event"]), int(event["value"]))
+        for kind, value in queued_events(self.monitor):
+            reason = refusal_reason(kind, value)
             if reason is not None:
                 new[reason] += 1
         self.refused.update(new)

@@ -12,9 +12,9 @@ connection, so on an input socket it is counted as a disconnect too.
 from __future__ import annotations
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.curve import REFUSAL_EVENTS, refusal_reason
+from pipeline.monitor import queued_events
 from stages.base.catalog import INPUT_DISCONNECTS, TRANSPORT_PEERS_REFUSED
 from stages.base.meter import Meter
 
@@ -43,16 +43,11 @@ class PeerWatch:
 
     def take(self) -> None:
         """Count what the monitor has queued."""
-        while True:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            kind = int(event["event"])
+        for kind, value in queued_events(self.monitor):
             if kind == zmq.EVENT_DISCONNECTED:
                 self.meter.inc(INPUT_DISCONNECTS, stage=self.stage)
                 continue
-            reason = refusal_reason(kind, int(event["value"]))
+            reason = refusal_reason(kind, value)
             if reason is not None:
                 self.meter.inc(
                     TRANSPORT_PEERS_REFUSED, stage=self.stage, endpoint=self.endpoint, reason=reason

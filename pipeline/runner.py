@@ -22,7 +22,7 @@ import zmq
 from pipeline.bounds import link_hwm
 from pipeline.builders import build_stage
 from pipeline.config import Config
-from pipeline.memory import return_freed_memory
+from pipeline.memory import IdleTrim, return_freed_memory, trim
 from pipeline.metrics import PromMeter, serve_in_thread
 from pipeline.peers import PeerWatch
 from pipeline.preflight import Prepared, preflight
@@ -74,6 +74,7 @@ class StageLoop:
         self.instance = str(instance)
         self._last_beat = 0.0
         self._refused = 0
+        self._trim = IdleTrim()
         self.sockets: list[zmq.Socket[bytes]] = []
         meter.set(TRANSPORT_INSECURE, 1 if endpoints.security.insecure else 0, stage=self.name)
 
@@ -170,6 +171,8 @@ class StageLoop:
             self.beat()
             listening = self._follow_demand(poller, listening)
             events = dict(poller.poll(self._tick()))
+            if not events and self._trim.due(time.monotonic()):
+                trim()  # idle after work: the free pages inside the heap go back
             if inbox.fd in events and any(s in STOP_SIGNALS for s in inbox.take()):
                 break
             self._serve(events, listening)
@@ -266,6 +269,7 @@ class StageLoop:
         a filter handing on a round of 150,000 processes to a full match queue would otherwise
         spend the round encoding what it cannot send.
         """
+        self._trim.worked()  # every tick, input and wake-up of the stage comes here
         now = time.time()
         full: set[zmq.Socket[bytes]] = set()
         skipped = 0

@@ -6,10 +6,12 @@ holds the run directory's lock while it runs (``pipeline.lock``), clears stages 
 predecessor left (``pipeline.leftovers``), and kills and restarts a stage whose heartbeat
 stops (``pipeline.liveness``, ``supervisor.restart_stalled``).
 
-Children are forked after the heavy modules are imported, so they share those pages,
-and they never unwind back into this code. A dead child is restarted after a back-off that
-doubles with each recent crash; ``supervisor.crash_limit`` crashes within
-``supervisor.crash_window`` is a crash loop, and the supervisor stops everything and exits 1.
+Children are forked after the heavy modules are imported, so they share those pages (no
+garbage collector touches what they inherit: ``gc.freeze``; the signature compiler's code
+is let go first, ``pipeline.memory``), and they never unwind back into this code. A dead
+child is restarted after a back-off that doubles with each recent crash;
+``supervisor.crash_limit`` crashes within ``supervisor.crash_window`` is a crash loop, and
+the supervisor stops everything and exits 1.
 On SIGTERM/SIGINT it stops the stages producers-first, so each can drain what its upstream
 sent, and kills whatever is left when ``supervisor.stop_timeout`` runs out.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from pipeline import leftovers, liveness
+from pipeline import leftovers, liveness, memory
 from pipeline.children import Child
 from pipeline.config import Config, ConfigError, parse_addr
 from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
@@ -44,6 +46,7 @@ from pipeline.tap import run_taphub
 from pipeline.transport import run_dir_of
 from pipeline.wiring import START_ORDER, STOP_ORDER, TAPHUB, replicas
 from stages.base import exitcodes
+from stages.signatures import engine_library
 
 log = logging.getLogger("procsmith.supervisor")
 
@@ -164,12 +167,11 @@ class Supervisor:
     # -- children -------------------------------------------------------------------------
 
     def spawn(self, child: Child, close_fds: list[int]) -> None:
-        # Frozen, the objects made so far are left alone by any garbage collector: the
-        # child's would write into every page that holds one, and so would this process's
-        # (copying it here, leaving the child its only owner). Collected only while no
-        # child shares the pages yet.
         if not any(c.pid is not None for c in self.children):
-            gc.collect()
+            self._before_first_fork()
+        # Frozen, the objects made so far are left alone by every garbage collector: the
+        # child's would write into each page that holds one (copying it into the child), and
+        # so would this process's (copying it here, the child left its only owner).
         gc.freeze()
         pid = os.fork()
         if pid:
@@ -185,6 +187,16 @@ class Supervisor:
         finally:
             logging.shutdown()
             os._exit(code)
+
+    def _before_first_fork(self) -> None:
+        """Shed what no child needs before they share this process's pages: garbage (this
+        is the last collection of what they inherit), free heap pages, and the signature
+        compiler's code (its output, the compiled rules, is what match inherits)."""
+        gc.collect()
+        if self.prepared is not None and self.prepared.signatures is not None:
+            memory.release_code(engine_library())
+        memory.return_freed_memory()
+        memory.trim()
 
     def _child_main(self, child: Child, close_fds: list[int]) -> int:
         parent = os.getppid()

@@ -110,6 +110,19 @@ def children_of(parent: int) -> dict[str, int]:
     return found
 
 
+def resident_kib(pid: int | str, library: str) -> int:
+    """KiB of ``library``'s read-only mappings (code, constants) resident in process ``pid``
+    (``"self"``: this one), from its smaps."""
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:
+            inside = len(head) == 6 and head[1] in ("r-xp", "r--p") and head[5] == library
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
 class Metrics:
     def __init__(self, text: str) -> None:
         self.samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}

@@ -17,8 +17,17 @@ import pytest
 from pipeline.config import load_config
 from pipeline.wiring import STAGE_NAMES, replicas
 from simulation.fakeproc import FakeProcfs
-from simulation.harness import Pipeline, procsmith, stat_of, tapping, wait_until
+from simulation.harness import (
+    Pipeline,
+    children_of,
+    procsmith,
+    resident_kib,
+    stat_of,
+    tapping,
+    wait_until,
+)
 from simulation.workspace import SimulatedTree, python_node, sleeper, workspace
+from stages.signatures import engine_library
 
 
 def once(proc_root: Path | str) -> list[dict[str, Any]]:
@@ -73,6 +82,11 @@ def test_run_equals_once_on_real_proc() -> None:
             wait_until("the workspace judged", lambda: want <= tap.judged().keys(), log=pipe.log)
             expected = [r for r in once("/proc") if r["workspace"]["workspace_id"] == "ws-pipe"]
             judged = tap.judged()
+            # The supervisor compiled the signatures, then let go of YARA-X's code (most of
+            # it the compiler's): what a match replica runs, it reads in for itself.
+            engine = engine_library()
+            held = resident_kib(pipe.pid, engine)
+            assert held * 4 < resident_kib(children_of(pipe.pid)["match/0"], engine)
         # Another workspace may run on this node; the comparison is of ours.
         ours = {p: r for p, r in judged.items() if r["workspace"]["workspace_id"] == "ws-pipe"}
         assert {r["pid"] for r in expected} == want == set(ours)

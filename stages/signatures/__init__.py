@@ -14,7 +14,7 @@ from stages.signatures.model import (
     SignatureError,
     most_severe_first,
 )
-from stages.signatures.sigset import SignatureSet
+from stages.signatures.sigset import SignatureSet, engine_library
 
 __all__ = [
     "CLASSIFIER_COMMANDLINE",
@@ -25,6 +25,7 @@ __all__ = [
     "SignatureError",
     "SignatureSet",
     "Unjudgeable",
+    "engine_library",
     "load_signatures",
     "most_severe_first",
     "read_executable",

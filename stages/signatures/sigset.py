@@ -6,6 +6,8 @@ thread-safe: use one set per process (each match replica loads its own).
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 
 import yara_x
@@ -15,6 +17,13 @@ from stages.signatures.model import Hit, most_severe_first
 from stages.signatures.yarasrc import ALLOW_TEXT, BLOCK_TEXT, allow_text, block_text
 
 RuleKey = tuple[str, str]  # (namespace, identifier) of a compiled rule
+
+
+def engine_library() -> str:
+    """The file of YARA-X's compiled extension (its compiler and its scanner), as the
+    process's maps name it."""
+    engine = sys.modules["yara_x.yara_x"]  # the extension the package loads (no stub names it)
+    return os.path.realpath(str(engine.__file__))
 
 
 @dataclass
