@@ -112,17 +112,19 @@ def marks_digest(marks: tuple[bytes, ...]) -> int:
 
 
 class StatLine(msgspec.Struct, frozen=True, gc=False):
-    """All a full read takes from a stat line, from one split of it: ``Stat``'s fields, the
-    exec generation (``marks_digest`` of ``exec_marks``), the task's flags (field 9), the
-    virtual size (field 23) and the length of the argv area (fields 48-49; 0 if unknown)."""
+    """What a process's first read takes from its stat line, from one split of it: ``Stat``'s
+    fields, the exec generation (``marks_digest`` of ``exec_marks``) and the task's flags
+    (field 9)."""
 
     ppid: int
     starttime: int
     comm: str
     exec_id: int
     flags: int
-    vsize: int
-    arg_span: int
+
+
+# Fields are split off up to the last exec mark (field 51, env_end) and no further.
+_MARKS_SPLIT = 51 - 2
 
 
 def stat_number(fields: list[bytes], index: int) -> int:
@@ -133,13 +135,13 @@ def stat_number(fields: list[bytes], index: int) -> int:
 
 def parse_stat_line(data: bytes) -> StatLine | None:
     """``parse_stat`` and the exec facts of the same line (``None`` exactly when
-    ``parse_stat`` is): the first read of a process splits its line once, not four times."""
+    ``parse_stat`` is): the first read of a process splits its line once, not thrice."""
     if len(data) > STAT_MAX_BYTES:
         return None
     close = data.rfind(b")")
     if close < 0:
         return None
-    fields = data[close + 1 :].split()
+    fields = data[close + 1 :].split(None, _MARKS_SPLIT)
     if len(fields) < 20:
         return None
     ppid = _u64(fields[1])
@@ -148,16 +150,8 @@ def parse_stat_line(data: bytes) -> StatLine | None:
         return None
     open_ = data.find(b"(")
     comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
-    start, end = stat_number(fields, 48), stat_number(fields, 49)
-    return StatLine(
-        ppid,
-        starttime,
-        decode(comm),
-        marks_digest(_marks(data, close, fields)),
-        stat_number(fields, 9),
-        stat_number(fields, 23),
-        end - start if end > start else 0,
-    )
+    flags = _u64(fields[6]) or 0
+    return StatLine(ppid, starttime, decode(comm), marks_digest(_marks(data, close, fields)), flags)
 
 
 def parse_cmdline(data: bytes) -> list[str]:

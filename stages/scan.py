@@ -17,7 +17,14 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import RawProcess, Record, ShardScan
 from stages.cgroupread import CgroupPaths
-from stages.execview import arg_span, argv_length, maps_digest, read_maps, stat_vsize
+from stages.execview import (
+    PF_KTHREAD,
+    arg_span,
+    argv_length,
+    maps_digest,
+    read_maps,
+    stat_vsize,
+)
 from stages.known import KEEP_OPEN, MAPS_UNREAD, KeptDescriptors, Known, close_all, is_procfs
 from stages.parts import split, within_argv_budget
 from stages.procfs import (
@@ -291,16 +298,22 @@ class ShardReader:
             self._skipped["malformed_stat"] += 1
             self._fds.release(fd)
             return None
-        try:
-            raw_cmdline, cut = self._retry(read_bounded, base + "cmdline", self.cmdline_max_bytes)
-        except OSError as err:
-            self._skipped[skip_reason(err)] += 1
-            self._fds.release(fd)
-            return None
-        if cut:
-            self._truncated["cmdline"] += 1
-        cmdline = parse_cmdline(raw_cmdline)
-        exe_dev, exe_ino = exe_identity(base)
+        if stat.flags & PF_KTHREAD:
+            # A kernel thread (a flag only the kernel sets): no argv, no executable to read.
+            raw_cmdline, cut, cmdline, exe_dev, exe_ino = b"", False, [], 0, 0
+        else:
+            try:
+                raw_cmdline, cut = self._retry(
+                    read_bounded, base + "cmdline", self.cmdline_max_bytes
+                )
+            except OSError as err:
+                self._skipped[skip_reason(err)] += 1
+                self._fds.release(fd)
+                return None
+            if cut:
+                self._truncated["cmdline"] += 1
+            cmdline = parse_cmdline(raw_cmdline)
+            exe_dev, exe_ino = exe_identity(base)
         ring1 = is_ring1(cmdline)
         env = self._gitpod_env(base) if ring1 else None
         cgroup = self._cgroup(base) if self.read_cgroup else ""
@@ -321,7 +334,7 @@ class ShardReader:
             env,
             cgroup=cgroup,
             exec_id=stat.exec_id,
-            argv_bytes=argv_length(raw_cmdline, cut, stat.arg_span),
+            argv_bytes=argv_length(raw_cmdline, cut, arg_span(data) if cut else 0),
             flags=stat.flags,
         )
         # ring1 candidates are due at once: their environment decides what a workspace is.

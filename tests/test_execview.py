@@ -57,8 +57,7 @@ def _agrees(data: bytes) -> None:
         return
     assert line is not None
     assert (line.ppid, line.starttime, line.comm) == (stat.ppid, stat.starttime, stat.comm)
-    facts = (line.exec_id, line.flags, line.vsize, line.arg_span)
-    assert facts == (exec_id(data), stat_flags(data), stat_vsize(data), arg_span(data))
+    assert (line.exec_id, line.flags) == (exec_id(data), stat_flags(data))
 
 
 @given(st.binary(max_size=4200))
@@ -86,7 +85,7 @@ def test_the_one_split_stat_parse_agrees_on_stat_like_lines(
 def test_the_one_split_stat_parse_of_the_kernels_line() -> None:
     line = parse_stat_line(CAT_STAT)
     assert line is not None
-    assert (line.comm, line.flags, line.vsize) == ("cat", 4194304, 5771264)
+    assert (line.comm, line.flags) == ("cat", 4194304)
 
 
 @given(st.lists(st.text(max_size=40), max_size=12), st.text(max_size=40))
@@ -179,6 +178,11 @@ def test_scan_sees_a_dlopen_before_its_full_re_read(tricks: Tricks) -> None:
         # judges): no maps_id yet.
         assert [p.maps_id for p in (first, *idle)] == [0, 0, 0, 0]
         os.kill(child.pid, signal.SIGUSR1)
+        lib = str(tricks.libminer.resolve()).encode()
+        deadline = time.monotonic() + 30
+        while lib not in Path(f"/proc/{child.pid}/maps").read_bytes():  # dlopen done
+            assert time.monotonic() < deadline, "the library was not loaded"
+            time.sleep(0.02)
         # the virtual size changed: the maps are read from then on, within MAPS_HINT_ROUNDS
         later = _read_until(reader, child.pid, lambda p: p.maps_id != 0)
         assert later.maps_id == _maps_now(child.pid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from simulation.fakeproc import RING1, FakeProcfs, env_bytes
+from simulation.fakeproc import RING1, FakeProcfs, env_bytes, stat_line
 from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from stages.base.meter import Tally
 from stages.procfs import list_pids
@@ -59,6 +59,20 @@ def test_skips_are_counted_and_others_still_read(fakeproc: FakeProcfs, tally: Ta
     assert tally.get(SCAN_SKIPPED, reason="malformed_stat") == 2
     assert scan.listed == 6
     assert [(p.exe_dev, p.exe_ino) for p in scan.procs if p.pid == 5] == [(0, 0)]
+
+
+def test_a_kernel_thread_is_told_by_its_flags_and_not_read_further(
+    fakeproc: FakeProcfs, tally: Tally
+) -> None:
+    # PF_KTHREAD (0x200000) is set by the kernel only: whatever its other files say, a
+    # kernel thread has no argv and no executable, and neither is read.
+    fakeproc.add(7, 2, ["not", "read"], stat=stat_line(7, "kworker/0:1", 2, 99, flags=0x200040))
+    fakeproc.add(8, 1, ["read"], stat=stat_line(8, "worker", 1, 99, flags=0x40))
+    by_pid = {p.pid: p for p in ShardReader(str(fakeproc.root), tally).read(1).procs}
+    assert (by_pid[7].cmdline, by_pid[7].exe_dev, by_pid[7].exe_ino) == ([], 0, 0)
+    assert by_pid[7].flags & 0x200000
+    assert by_pid[8].cmdline == ["read"]
+    assert (by_pid[8].exe_dev, by_pid[8].exe_ino) != (0, 0)
 
 
 def test_bounds_are_enforced_and_counted(fakeproc: FakeProcfs, tally: Tally) -> None:

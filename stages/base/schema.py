@@ -76,7 +76,9 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     pin: str = ""
     # Issue 11: what tells one exec, one set of mapped code and one argv from another.
     exec_id: int = 0  # digest of the stat line's exec marks (stages.procfs.exec_marks)
-    maps_id: int = 0  # digest of the file-backed executable mappings (stages.execview)
+    # Digest of the file-backed executable mappings (stages.execview); 0: not read (the
+    # scan's first read of a process does not; match answers with the digest it judged).
+    maps_id: int = 0
     argv_bytes: int = 0  # the cmdline's full length, before any window was cut from it
     flags: int = 0  # stat field 9 (PF_KTHREAD tells a kernel thread)
 
