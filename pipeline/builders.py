@@ -14,6 +14,7 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter, Tally
 from stages.base.schema import Level, RawProcess
 from stages.execread import ExecReader
+from stages.fairqueue import FairQueue
 from stages.known import fd_budget
 from stages.pins import PinnedExecutables
 from stages.procevents import Unavailable, subscribe
@@ -191,7 +192,9 @@ def build_stage(  # noqa: PLR0911 - one return per stage
     if name == "match":
         if signatures is None:
             raise ValueError("match needs its signatures (preflight loads them)")
-        return match.MatchStage(matcher(config, meter, signatures))
+        return match.MatchStage(
+            matcher(config, meter, signatures), FairQueue(limit=config.match.queue)
+        )
     if name == "enforce":
         return enforce.EnforceStage(enforcer(config, meter))
     if name == "events":

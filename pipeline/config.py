@@ -209,6 +209,8 @@ class MatchConfig(_Section, frozen=True):
     max_mappings: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 256
     max_process_bytes: ByteCount = 512 << 20
     unjudgeable_level: Literal["very", "audit", "barely"] = "barely"
+    # Processes that may wait in one replica, all workspaces together (stages.fairqueue).
+    queue: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
 
     def __post_init__(self) -> None:
         if not self.signatures:

@@ -22,6 +22,7 @@ import zmq
 from pipeline.bounds import link_hwm
 from pipeline.builders import build_stage
 from pipeline.config import Config
+from pipeline.heldsends import HeldSends
 from pipeline.memory import IdleTrim, return_freed_memory, trim
 from pipeline.metrics import PromMeter, serve_in_thread
 from pipeline.peers import PeerWatch
@@ -75,6 +76,8 @@ class StageLoop:
         self._last_beat = 0.0
         self._refused = 0
         self._trim = IdleTrim()
+        self.held = HeldSends()
+        self._watching_room: set[zmq.Socket[bytes]] = set()  # routes polled for room
         self.sockets: list[zmq.Socket[bytes]] = []
         meter.set(TRANSPORT_INSECURE, 1 if endpoints.security.insecure else 0, stage=self.name)
 
@@ -170,6 +173,7 @@ class StageLoop:
         while True:
             self.beat()
             listening = self._follow_demand(poller, listening)
+            self._watch_room(poller)
             events = dict(poller.poll(self._tick()))
             if not events and self._trim.due(time.monotonic()):
                 trim()  # idle after work: the free pages inside the heap go back
@@ -205,6 +209,36 @@ class StageLoop:
             poller.register(self.input, zmq.POLLIN)
         return not listening
 
+    def _watch_room(self, poller: zmq.Poller) -> None:
+        """Poll the routes records are held for (``HeldSends``) for room, and only those."""
+        held = set(self.held.routes())
+        for route in held - self._watching_room:
+            poller.register(route, zmq.POLLOUT)
+        for route in self._watching_room - held:
+            poller.unregister(route)
+        self._watching_room = held
+
+    def _send_held(self, route: zmq.Socket[bytes]) -> None:
+        """Send what is held for ``route`` while it has room."""
+        now = time.time()
+        while (record := self.held.first(route)) is not None:
+            payload = self.codec.encode(record)
+            try:
+                route.send(payload, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # full again: the poll says when it has room
+            self.held.sent_first(route)
+            self.meter.inc(RECORDS_OUT, stage=self.name)
+            self.stage.sent(record, now)
+            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
+
+    def _drop_held(self, route: zmq.Socket[bytes], now: float) -> None:
+        stale = self.held.release(route)
+        if stale:
+            self.meter.inc(RECORDS_DROPPED, len(stale), stage=self.name)
+        for record in stale:
+            self.stage.dropped(record, now)
+
     def _tick(self) -> int:
         """Run the stage's tick if it is due; returns how long to poll (milliseconds)."""
         now = time.time()
@@ -225,11 +259,18 @@ class StageLoop:
             self._drain_tap()
         if self._wake is not None and self._wake in events:
             self.emit(self.stage.woken(time.time()))
+        for route in self.held.routes():
+            if route in events:
+                self._send_held(route)
 
     def receive(self, limit: int) -> int:
-        """Take up to ``limit`` frames that are already queued; returns how many."""
+        """Take up to ``limit`` frames that are already queued, and none once the stage
+        wants no more (its own queue is full: the rest waits in the socket, and the sender
+        holds or drops); returns how many."""
         assert self.input is not None  # noqa: S101
         for taken in range(limit):
+            if not self.stage.wants_input():
+                return taken
             try:
                 frame = self.input.recv(zmq.NOBLOCK)
             except zmq.Again:
@@ -264,20 +305,23 @@ class StageLoop:
         On a stage whose sends wait, a record that still finds no room ends the batch: what
         follows depends on it (match's verdict acknowledges the finding before it), so the
         process goes unacknowledged and the filter offers it again. On a stage that drops, a
-        route found full stays full for the rest of the batch: what is left for it is dropped
-        (counted, and the stage told, as for any drop) without being encoded, sent or tapped —
-        a filter handing on a round of 150,000 processes to a full match queue would otherwise
-        spend the round encoding what it cannot send.
+        route found full stays full for the rest of the batch: what is left for it is held,
+        not encoded, and sent as the route drains (``pipeline.heldsends``) until the stage's
+        next batch for that route makes it stale — a filter handing on a round of 150,000
+        processes to a full match queue would otherwise spend the round encoding what it
+        cannot send, and without reading match's verdicts.
         """
         self._trim.worked()  # every tick, input and wake-up of the stage comes here
         now = time.time()
         full: set[zmq.Socket[bytes]] = set()
-        skipped = 0
+        newer: set[zmq.Socket[bytes]] = set()
         for n, record in enumerate(records):
             out = self.routes.get(type(record))
+            if out is not None and out not in newer:
+                newer.add(out)
+                self._drop_held(out, now)  # what an earlier batch left is stale now
             if out is not None and out in full:
-                skipped += 1
-                self.stage.dropped(record, now)
+                self.held.hold(out, record)
                 continue
             payload = self.codec.encode(record)
             if out is not None:
@@ -286,19 +330,17 @@ class StageLoop:
                     # be tens of MiB; a copy per send would double what the stage holds).
                     out.send(payload, self.send_flags, copy=False)
                 except zmq.Again:
-                    self.meter.inc(RECORDS_DROPPED, stage=self.name)
-                    self.stage.dropped(record, now)
                     if self.send_flags == 0:
-                        self.meter.inc(RECORDS_DROPPED, len(records) - n - 1, stage=self.name)
+                        self.meter.inc(RECORDS_DROPPED, len(records) - n, stage=self.name)
+                        self.stage.dropped(record, now)
                         return
                     full.add(out)
-                else:
-                    self.meter.inc(RECORDS_OUT, stage=self.name)
-                    self.stage.sent(record, now)
+                    self.held.hold(out, record)
+                    continue
+                self.meter.inc(RECORDS_OUT, stage=self.name)
+                self.stage.sent(record, now)
             # The tap never blocks: with no subscriber, or a slow one, the frame is dropped.
             self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
-        if skipped:
-            self.meter.inc(RECORDS_DROPPED, skipped, stage=self.name)
 
     def drain(self) -> None:
         """Handle what is already queued (bounded in time), then what the stage holds."""
@@ -307,6 +349,10 @@ class StageLoop:
             if not self.receive(16):
                 break
         self.emit(self.stage.finish(time.time()))
+        now = time.time()
+        for route in self.held.routes():
+            self._send_held(route)  # what fits now; the rest is dropped, as it stops
+            self._drop_held(route, now)
 
     def close(self) -> None:
         for watch in self.watches:

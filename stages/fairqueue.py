@@ -5,10 +5,11 @@ touching so that every one of them is a cache miss and a full scan. Served in ar
 those would hold back every other workspace's judgement for as long as they last. Served
 round-robin by workspace instead, with processes of an executable not seen before ahead of
 ones already scanned, a workspace waits behind at most one scan per other busy workspace.
-At most ``limit`` processes wait in all (match stops taking input there, so the filter's
-sends drop and it offers them again next round); should more come, the workspace with the
-most queued gives way (its newest is refused), so no workspace crowds out another. What is
-refused stays unacknowledged, and the filter offers it again after ``filter.ack_timeout``.
+At most ``limit`` processes wait in all (``match.queue``; match stops taking input there, so
+the filter holds what it could not send, and offers again next round what it still held);
+should more come, the workspace with the most queued gives way (its newest is refused), so
+no workspace crowds out another. What is refused stays unacknowledged, and the filter offers
+it again after ``filter.ack_timeout``.
 """
 
 from __future__ import annotations

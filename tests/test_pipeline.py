@@ -105,6 +105,9 @@ def test_slow_match_never_stalls_rounds_and_loses_nothing(tmp_path: Path) -> Non
         "PROCSMITH_MATCH__REPLICAS": "1",
         "PROCSMITH_MATCH__DELAY": "50ms",
         "PROCSMITH_TRANSPORT__HWM": "5",
+        # match takes no more than this into its own queue: the filter's sends find no room
+        # (the default, 10,000, would take all 200 at once).
+        "PROCSMITH_MATCH__QUEUE": "5",
         # With queues this small a verdict can find no room in time under load; it is then
         # offered again after ack_timeout, which should not be the default minute here.
         "PROCSMITH_FILTER__ACK_TIMEOUT": "2s",
@@ -135,8 +138,35 @@ def test_slow_match_never_stalls_rounds_and_loses_nothing(tmp_path: Path) -> Non
         assert m.get("procsmith_stage_records_dropped_total", stage="filter") > 0
         assert m.get("procsmith_stage_records_dropped_total", stage="scan") == 0
         assert m.get("procsmith_stage_records_dropped_total", stage="tree") == 0
-        # Each drop was a miss that came back: misses are n plus the re-offers.
-        assert m.get("gitpod_agent_smith_procfs_detector_cache_use_total", use="miss") > n
+        # Each drop came back: as a miss the next round (a process never handed on), or as a
+        # retry after ack_timeout (one handed on whose resend was dropped): offers exceed n.
+        misses = m.get("gitpod_agent_smith_procfs_detector_cache_use_total", use="miss")
+        assert misses + m.get("procsmith_filter_retries_total") > n
+
+
+def test_a_round_larger_than_the_queues_is_handed_on_as_match_takes_it(tmp_path: Path) -> None:
+    """400 new processes against queues of 5: the filter holds what finds no room and sends
+    it as match drains its queue, within the round; none is dropped and offered again."""
+    fs = FakeProcfs(tmp_path / "proc", atomic=True)
+    fs.add(1, 0, ["/sbin/init"])
+    small = {"PROCSMITH_TRANSPORT__HWM": "5", "PROCSMITH_MATCH__REPLICAS": "1"}
+    n = 400
+    with Pipeline(fs.root, small) as pipe:
+        fs.workspace(10, 11)
+        for pid in range(100, 100 + n):
+            fs.add(pid, 11, ["job", str(pid)])
+
+        def judged() -> bool:  # as the filter counts it (the tap, at hwm 5, drops frames)
+            m = pipe.metrics()
+            sent = m.get("procsmith_stage_records_out_total", stage="filter")
+            return sent >= n and m.get("procsmith_filter_inflight") == 0
+
+        wait_until("every verdict back at the filter", judged, log=pipe.log)
+        m = pipe.metrics()
+        assert m.get("procsmith_stage_records_out_total", stage="filter") == n  # each once
+        assert m.get("procsmith_stage_records_dropped_total", stage="filter") == 0
+        assert m.get("gitpod_agent_smith_procfs_detector_cache_use_total", use="miss") == n
+        assert m.get("procsmith_filter_retries_total") == 0
 
 
 def test_kill_9_of_each_stage_is_restarted_and_delivery_continues(tmp_path: Path) -> None:
