@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): every benchmark of issues #5 and #10, then one table.
+"""``python -m bench`` (``make bench``): every benchmark of issues #5, #10 and #11, then one table.
 
 bench/README.md says what each figure is, what was found profiling, and which targets hold.
 """
@@ -8,7 +8,16 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench import burst, discovery, eventstorm, latency, match_throughput, scan_cost, stall
+from bench import (
+    burst,
+    discovery,
+    eventstorm,
+    judge_cost,
+    latency,
+    match_throughput,
+    scan_cost,
+    stall,
+)
 from bench.table import Table
 
 # The burst runs with the default config, then with an LRU that holds every live workload:
@@ -36,6 +45,7 @@ def main() -> int:
     timed("stall-freedom", lambda: stall.run(table))
     timed("burst", lambda: burst.run(table, BURST_VARIANTS))
     timed("match throughput", lambda: match_throughput.rows(table))
+    timed("judging what runs", lambda: judge_cost.run(table))
     timed("discovery: events vs poll", lambda: discovery.run(table))
     timed("events stage under a fork storm", lambda: eventstorm.run(table))
     sys.stdout.write(
