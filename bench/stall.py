@@ -102,12 +102,13 @@ def run(table: Table) -> None:
     table.add(Row(section, "a normal matcher: CPU per process judged",
                   f"{per_process * 1e6:.0f} µs"))  # fmt: skip
     clock = normal.per_minute * INTERVAL / 60
-    table.add(Row(section, f"rounds/min, normal matcher; match judged {normal.judged:,.0f}",
+    table.add(Row(section, f"rounds/min, normal matcher; match received {normal.judged:,.0f}",
                   f"{normal.per_minute:.1f}", "60 / interval", f"{clock:.3f}x"))  # fmt: skip
     change = abs(slow.per_minute - normal.per_minute) / normal.per_minute
     r, _ = ratio(slow.per_minute, normal.per_minute)
     table.add(Row(section, f"rounds/min, matcher {SLOWER}x slower "
-                  f"(delay {SLOWER * per_process * 1e3:.1f} ms); match judged {slow.judged:,.0f}, "
+                  f"(delay {SLOWER * per_process * 1e3:.1f} ms); "
+                  f"match received {slow.judged:,.0f}, "
                   f"filter dropped {slow.dropped_by_filter:,.0f}",
                   f"{slow.per_minute:.1f}", "normal matcher", f"{r} ({change:.1%} change)",
                   f"<= {RATE_TARGET:.0%} change", change <= RATE_TARGET))  # fmt: skip

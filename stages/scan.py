@@ -274,6 +274,7 @@ class ShardReader:
         """No exec since the last read: the record stands (ppid updated if the stat line
         changed and the process was re-parented)."""
         if data != entry.stat:
+            entry.ran = True  # its times, faults or size moved: it ran since the last read
             stat = parse_stat(data)
             if stat is None:
                 self._forget(pid)
@@ -360,16 +361,19 @@ class ShardReader:
             self._truncated["cmdline"] += 1
         entry.cut = cut
         exe_dev, exe_ino = exe_identity(base)
-        # The maps too when the virtual size changed since they were read (a dlopen the
-        # size hint has not caught yet), and every MAPS_EVERY_RECHECKS-th re-read whatever
-        # the size: a mapping swapped for one of exactly the same size is seen within that
-        # many periods. Reading them at every re-read cost the steady round 4.8 µs a process.
+        # The maps too, if the process ran since they were read (its stat line moved: only
+        # the process itself maps, and code that does not run mines nothing), when the
+        # virtual size changed since (a dlopen the size hint has not caught yet), and every
+        # MAPS_EVERY_RECHECKS-th re-read whatever the size: a mapping swapped for one of
+        # exactly the same size is seen within that many periods of running. An idle
+        # process's maps stay as match read them when it judged it. Reading them at every
+        # re-read cost the steady round 4.8 µs a process.
         proc = entry.proc
         entry.rechecks += 1
         vsize = stat_vsize(entry.stat)
         maps_id = proc.maps_id
-        if vsize != entry.vsize or entry.rechecks % MAPS_EVERY_RECHECKS == 0:
-            maps_id, entry.vsize = self._maps_id(base), vsize
+        if entry.ran and (vsize != entry.vsize or entry.rechecks % MAPS_EVERY_RECHECKS == 0):
+            maps_id, entry.vsize, entry.ran = self._maps_id(base), vsize, False
         argv_bytes = argv_length(raw_cmdline, cut, arg_span(entry.stat))
         now = (cmdline, exe_dev, exe_ino, maps_id, argv_bytes)
         if now != (proc.cmdline, proc.exe_dev, proc.exe_ino, proc.maps_id, proc.argv_bytes):
@@ -396,7 +400,7 @@ class ShardReader:
 
     def _remap(self, pid: int, entry: Known, vsize: int) -> None:
         """The virtual size changed: read the maps again; a new mapping is a new record."""
-        entry.vsize = vsize
+        entry.vsize, entry.ran = vsize, False
         entry.maps_due = self._reads + MAPS_HINT_ROUNDS
         maps_id = self._maps_id(f"{self.proc_root}/{pid}/")
         if maps_id != entry.proc.maps_id:

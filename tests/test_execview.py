@@ -4,6 +4,7 @@ any bytes, and behaviour on this machine's real processes (stand-ins that only s
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -86,6 +88,55 @@ def test_the_one_split_stat_parse_of_the_kernels_line() -> None:
     line = parse_stat_line(CAT_STAT)
     assert line is not None
     assert (line.comm, line.flags) == ("cat", 4194304)
+
+
+# The maps patterns as first written, anchored with "^" under re.M: the reference the faster
+# newline-anchored ones in stages.execview must agree with.
+_LINE_REF = re.compile(
+    rb"^([0-9a-f]+)-([0-9a-f]+) ..x. [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) ([1-9][0-9]*) +(.*)$", re.M
+)
+_IDENTITY_REF = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ ..x. [0-9a-f]+ ([0-9a-f:]+ [1-9][0-9]*)", re.M)
+_MAPS_LINE = st.builds(
+    lambda a, b, perms, dev, ino, path: (
+        b"%x-%x %s 00000000 %s %d %s" % (a, b, perms, dev, ino, path)
+    ),
+    st.integers(0, 2**48),
+    st.integers(0, 2**48),
+    st.sampled_from([b"r-xp", b"r--p", b"rwxp", b"--xs", b"r-x"]),
+    st.sampled_from([b"fe:00", b"00:00", b"103:02", b"x:y"]),
+    st.integers(0, 10**6),
+    st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+)
+
+
+def _agree_with_the_reference(maps: bytes) -> None:
+    want_ids = sorted(set(_IDENTITY_REF.findall(maps)))
+    want_digest = xxhash.xxh64_intdigest(b"\n".join(want_ids)) if want_ids else 0
+    assert maps_digest(maps) == want_digest
+    got = [(m.range_name, m.dev, m.ino, m.path) for m in exec_mappings(maps)]
+    seen: set[tuple[int, int]] = set()
+    want = []
+    for m in _LINE_REF.finditer(maps):
+        if len(m[1]) > 16 or len(m[2]) > 16 or len(m[3]) > 8 or len(m[4]) > 8 or len(m[5]) > 20:
+            continue
+        ident = (os.makedev(int(m[3], 16), int(m[4], 16)), int(m[5]))
+        if ident not in seen:
+            seen.add(ident)
+            path = m[6].decode("utf-8", "backslashreplace")
+            want.append((f"{int(m[1], 16):x}-{int(m[2], 16):x}", *ident, path))
+    assert got == want
+
+
+@given(st.binary(max_size=600))
+def test_maps_readers_agree_with_line_anchored_patterns_on_any_bytes(maps: bytes) -> None:
+    _agree_with_the_reference(maps)
+
+
+@given(st.lists(_MAPS_LINE, max_size=20), st.sampled_from([b"\n", b"\r\n", b"\n\n"]))
+def test_maps_readers_agree_with_line_anchored_patterns_on_maps(
+    lines: list[bytes], sep: bytes
+) -> None:
+    _agree_with_the_reference(sep.join(lines))
 
 
 @given(st.lists(st.text(max_size=40), max_size=12), st.text(max_size=40))
@@ -193,14 +244,22 @@ def test_scan_sees_a_dlopen_before_its_full_re_read(tricks: Tricks) -> None:
 
 
 @pytest.mark.realproc
-def test_scan_reads_an_idle_process_maps_at_its_first_full_re_read(tricks: Tricks) -> None:
-    child = subprocess.Popen(["worker"], executable=str(tricks.tricks))
+def test_scan_leaves_an_idle_process_maps_alone_and_reads_them_once_it_runs() -> None:
+    # An idle process cannot have changed its mappings since match read them as it judged:
+    # only it maps. Once it runs (its stat line moves), a full re-read reads them.
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGUSR1, lambda *a: sum(range(3 * 10**7)))\n"
+        "while True: time.sleep(99)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
     try:
-        time.sleep(0.3)
+        time.sleep(0.5)
         reader = ShardReader("/proc", Tally(), recheck_every=2)
-        first = _read_until(reader, child.pid, lambda p: True)
-        assert first.maps_id == 0
-        later = _read_until(reader, child.pid, lambda p: p.maps_id != 0, rounds=3)
+        idle = [{p.pid: p for p in reader.read(i).procs}[child.pid] for i in range(12)]
+        assert {p.maps_id for p in idle} == {0}  # six full re-reads, none read the maps
+        os.kill(child.pid, signal.SIGUSR1)  # a second or so of CPU: its times move
+        later = _read_until(reader, child.pid, lambda p: p.maps_id != 0, rounds=40)
         assert later.maps_id == _maps_now(child.pid)
     finally:
         child.kill()

@@ -149,7 +149,13 @@ def test_a_round_larger_than_the_queues_is_handed_on_as_match_takes_it(tmp_path:
     it as match drains its queue, within the round; none is dropped and offered again."""
     fs = FakeProcfs(tmp_path / "proc", atomic=True)
     fs.add(1, 0, ["/sbin/init"])
-    small = {"PROCSMITH_TRANSPORT__HWM": "5", "PROCSMITH_MATCH__REPLICAS": "1"}
+    # Rounds 3 s apart: time for match to take all 400 (in ms) before the next round would
+    # make what is still held stale, however loaded the machine.
+    small = {
+        "PROCSMITH_TRANSPORT__HWM": "5",
+        "PROCSMITH_MATCH__REPLICAS": "1",
+        "PROCSMITH_SCAN__INTERVAL": "3s",
+    }
     n = 400
     with Pipeline(fs.root, small) as pipe:
         fs.workspace(10, 11)
