@@ -61,7 +61,7 @@ class Known(msgspec.Struct, gc=False):
     vsize: int = 0
     maps_due: int = 0
     rechecks: int = 0  # full re-reads since the last full read
-    ran: bool = False  # its stat line moved since the maps were last read (or since seen)
+    ran: bool = False  # it may have mapped since the maps were last read (stat line moved)
 
 
 def is_procfs(path: str) -> bool:

@@ -341,7 +341,10 @@ class ShardReader:
         # ring1 candidates are due at once: their environment decides what a workspace is.
         phase = 1 + next(self._jitter, 0) % self._period
         due = 0 if ring1 else self._reads + phase
-        self._known[pid] = Known(fd, data, proc, due, cut, MAPS_UNREAD, self._reads + 1)
+        # ran: what it did before this first read is not known (it may have mapped a library
+        # after match judged it through the read at exec), so its first full re-read reads
+        # the maps whether or not its stat line moves from here on.
+        self._known[pid] = Known(fd, data, proc, due, cut, MAPS_UNREAD, self._reads + 1, ran=True)
         return proc
 
     def _recheck(self, pid: int, base: str, entry: Known) -> RawProcess | None:

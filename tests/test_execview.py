@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from simulation.fakeproc import CAT_STAT
 from simulation.standin import Tricks
+from stages import scan as scan_module
 from stages.base.catalog import MATCH_FILES_CUT
 from stages.base.meter import Tally
 from stages.base.schema import Finding, Kind, RawProcess
@@ -29,6 +30,7 @@ from stages.execview import (
     exec_id,
     exec_mappings,
     maps_digest,
+    read_maps,
     stat_flags,
     stat_vsize,
 )
@@ -244,23 +246,35 @@ def test_scan_sees_a_dlopen_before_its_full_re_read(tricks: Tricks) -> None:
 
 
 @pytest.mark.realproc
-def test_scan_leaves_an_idle_process_maps_alone_and_reads_them_once_it_runs() -> None:
-    # An idle process cannot have changed its mappings since match read them as it judged:
-    # only it maps. Once it runs (its stat line moves), a full re-read reads them.
+def test_scan_reads_an_idle_process_maps_once_and_again_once_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a process did before the scan first saw it is not known (it may have mapped a
+    # library after match judged it), so its first full re-read reads its maps; after that
+    # an idle one cannot change them (only it maps), and only once it runs are they read.
     code = (
         "import signal, time\n"
         "signal.signal(signal.SIGUSR1, lambda *a: sum(range(3 * 10**7)))\n"
         "while True: time.sleep(99)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code])
+    reads: list[str] = []
+
+    def counted(base: str) -> tuple[bytes, bool]:
+        if base == f"/proc/{child.pid}/":
+            reads.append(base)
+        return read_maps(base)
+
+    monkeypatch.setattr(scan_module, "read_maps", counted)
     try:
         time.sleep(0.5)
         reader = ShardReader("/proc", Tally(), recheck_every=2)
         idle = [{p.pid: p for p in reader.read(i).procs}[child.pid] for i in range(12)]
-        assert {p.maps_id for p in idle} == {0}  # six full re-reads, none read the maps
+        assert idle[0].maps_id == 0  # not at its first read
+        assert idle[-1].maps_id == _maps_now(child.pid)
+        assert len(reads) == 1  # six full re-reads, one read of the maps
         os.kill(child.pid, signal.SIGUSR1)  # a second or so of CPU: its times move
-        later = _read_until(reader, child.pid, lambda p: p.maps_id != 0, rounds=40)
-        assert later.maps_id == _maps_now(child.pid)
+        _read_until(reader, child.pid, lambda p: len(reads) > 1, rounds=40)
     finally:
         child.kill()
         child.wait()
