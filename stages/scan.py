@@ -323,7 +323,7 @@ class ShardReader:
         # process's first full re-read, or from its next round on once its virtual size
         # changed. So the maps of a process that lives less than a round (most, on a busy
         # node) are never read here, and a dlopen after the judgement is still seen within a
-        # full re-read period. Read here, they cost a first round 2.7x the Python floor.
+        # full re-read period. Read here, they added 2.7x the Python floor to a first round.
         proc = RawProcess(
             pid,
             stat.ppid,
@@ -368,9 +368,9 @@ class ShardReader:
         # the process itself maps, and code that does not run mines nothing), when the
         # virtual size changed since (a dlopen the size hint has not caught yet), and every
         # MAPS_EVERY_RECHECKS-th re-read whatever the size: a mapping swapped for one of
-        # exactly the same size is seen within that many periods of running. An idle
-        # process's maps stay as match read them when it judged it. Reading them at every
-        # re-read cost the steady round 4.8 µs a process.
+        # exactly the same size is seen within that many periods of running. After its
+        # first full re-read, an idle process's maps are not read again. Reading them at
+        # every re-read cost the steady round 4.8 µs a process.
         proc = entry.proc
         entry.rechecks += 1
         vsize = stat_vsize(entry.stat)
