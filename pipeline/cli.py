@@ -62,7 +62,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     # instead of killing it half-started.
     inbox = SignalInbox()
     from pipeline.preflight import preflight  # noqa: PLC0415 - light CLI
-    from pipeline.runner import run_stage  # noqa: PLC0415 - light CLI
+    from pipeline.stageprocess import run_stage  # noqa: PLC0415 - light CLI
     from pipeline.tap import run_taphub  # noqa: PLC0415 - light CLI
 
     config = _config(args)

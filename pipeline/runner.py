@@ -6,12 +6,14 @@ by (``wake_fd``/``woken``: the events stage's netlink socket) and the stop signa
 is a stage without an input; a sink (enforce) one without routes. On SIGTERM/SIGINT the stage
 finishes what it is doing, drains what is already queued for it (bounded by
 ``transport.drain``), emits what it still holds, and closes its sockets with LINGER.
+
+The sockets themselves are ``pipeline.stagesockets``; the process around the loop (preflight,
+metrics, the Context) is ``pipeline.stageprocess``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,18 +21,13 @@ from typing import Any
 import msgspec
 import zmq
 
-from pipeline.bounds import link_hwm
-from pipeline.builders import build_stage
 from pipeline.config import Config
 from pipeline.heldsends import HeldSends
-from pipeline.memory import IdleTrim, return_freed_memory, trim
-from pipeline.metrics import PromMeter, serve_in_thread
-from pipeline.peers import PeerWatch
-from pipeline.preflight import Prepared, preflight
+from pipeline.memory import IdleTrim, trim
 from pipeline.signals import STOP_SIGNALS, SignalInbox
+from pipeline.stagesockets import StageSockets
 from pipeline.transport import Codec, Endpoints
-from pipeline.wiring import WIRING, StageWiring, binder_of, binders, replicas
-from stages.base import exitcodes
+from pipeline.wiring import StageWiring
 from stages.base.catalog import (
     RECORDS_DROPPED,
     RECORDS_IN,
@@ -46,7 +43,6 @@ from stages.base.schema import Record
 log = logging.getLogger("procsmith.runner")
 
 RECEIVE_BATCH = 256  # frames taken per wake-up before timers get a look in
-PEER_WAIT = 1.0  # at start, how long to wait for the next stages to be connected
 _LOG_EVERY = 1000  # of a run of refused frames, log the first and every 1000th
 # The heartbeat the supervisor's stall check reads: written at most this often, and the
 # loop wakes at least this often to write it even when it has nothing to do.
@@ -78,85 +74,17 @@ class StageLoop:
         self._trim = IdleTrim()
         self.held = HeldSends()
         self._watching_room: set[zmq.Socket[bytes]] = set()  # routes polled for room
-        self.sockets: list[zmq.Socket[bytes]] = []
         meter.set(TRANSPORT_INSECURE, 1 if endpoints.security.insecure else 0, stage=self.name)
-
-        # One monitor per socket that counts something: the input's closed connections, and
-        # on every CURVE server (each socket that binds, over tcp with keys) the handshakes
-        # refused before a frame was read.
-        self.watches: list[PeerWatch] = []
+        self.sockets = StageSockets(
+            wiring, meter=meter, ctx=ctx, endpoints=endpoints, config=config
+        )
+        # The loop's own names for what it uses on every record.
+        self.input = self.sockets.input
+        self.routes = self.sockets.routes
+        self.send_flags = self.sockets.send_flags
+        self.tap = self.sockets.tap
+        self.watches = self.sockets.watches
         self._wake: int | None = None  # the stage's own descriptor, once run() asked for it
-
-        def sock(kind: int, endpoint: str, bind: bool) -> zmq.Socket[bytes]:
-            s = endpoints.open(ctx, kind, endpoint, bind=bind, hwm=link_hwm(endpoint, config))
-            self.sockets.append(s)
-            is_input = endpoint == wiring.input and kind == zmq.PULL
-            refusals = bind and endpoints.curve
-            if is_input or refusals:
-                # ZeroMQ refuses a frame over MAXMSGSIZE by closing the sender's connection;
-                # the monitor is how that (and any other closed input connection) is counted.
-                self.watches.append(
-                    PeerWatch(
-                        s,
-                        meter,
-                        stage=wiring.name,
-                        endpoint=endpoint,
-                        disconnects=is_input,
-                        refusals=refusals,
-                    )
-                )
-            return s
-
-        self.input = None
-        if wiring.input is not None:
-            self.input = sock(zmq.PULL, wiring.input, bind=not wiring.scaled)
-        by_endpoint = {
-            ep: sock(zmq.PUSH, ep, bind=binder_of(ep) == wiring.name)
-            for ep in sorted(set(wiring.routes.values()))
-        }
-        self.routes = {kind: by_endpoint[ep] for kind, ep in wiring.routes.items()}
-        self.send_flags = 0 if wiring.waits else zmq.NOBLOCK
-        if wiring.waits:
-            for s in by_endpoint.values():
-                s.setsockopt(zmq.SNDTIMEO, int(config.transport.send_timeout * 1000))
-        # XPUB rather than PUB: it hands us the subscriptions, so a starting stage can wait
-        # until the hub's have arrived (see wait_for_peers) instead of publishing its first
-        # records into the void; they are read and discarded as they come (``_drain_tap``).
-        self.tap = sock(zmq.XPUB, "tap-in", bind=False)
-
-    def wait_for_peers(self, inbox: SignalInbox, budget: float = PEER_WAIT) -> None:
-        """Give output connections a moment to complete, so the first round is not dropped
-        only because the next stage's socket was still being connected (bounded: a peer
-        that is really down is what drops and D7 are for)."""
-        pending = {s for s in self.routes.values()}
-        # The hub always holds one subscription of its own (HUB_PRIMER) and sends every
-        # subscription it holds to a publisher that connects, in one batch: once one has
-        # come, what tap clients subscribe to has come with it.
-        tap_pending = True
-        deadline = time.monotonic() + budget
-        while (pending or tap_pending) and time.monotonic() < deadline:
-            poller = zmq.Poller()
-            for s in pending:
-                poller.register(s, zmq.POLLOUT)
-            if tap_pending:
-                poller.register(self.tap, zmq.POLLIN)
-            poller.register(inbox.fd, zmq.POLLIN)
-            events = dict(poller.poll(int((deadline - time.monotonic()) * 1000) + 1))
-            if inbox.fd in events:
-                return  # a signal: let run() see it
-            pending -= {s for s in pending if s in events}
-            if self.tap in events:
-                self._drain_tap()
-                tap_pending = False
-
-    def _drain_tap(self) -> None:
-        """Read the subscription messages queued on the tap socket (XPUB keeps each one for
-        us to read; unread, they would pile up as tap clients come and go)."""
-        while True:
-            try:
-                self.tap.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
 
     def beat(self) -> None:
         """Say this process still makes progress (see ``pipeline.liveness``)."""
@@ -167,7 +95,7 @@ class StageLoop:
 
     def run(self, inbox: SignalInbox) -> None:
         self.beat()
-        self.wait_for_peers(inbox)
+        self.sockets.wait_for_peers(inbox)
         poller = self._poller(inbox)
         listening = self.input is not None
         while True:
@@ -256,7 +184,7 @@ class StageLoop:
             if watch.monitor in events:
                 watch.take()
         if self.tap in events:
-            self._drain_tap()
+            self.sockets.drain_tap()
         if self._wake is not None and self._wake in events:
             self.emit(self.stage.woken(time.time()))
         for route in self.held.routes():
@@ -355,80 +283,5 @@ class StageLoop:
             self._drop_held(route, now)
 
     def close(self) -> None:
-        for watch in self.watches:
-            watch.take()
-            watch.close()
-        for s in self.sockets:
-            s.close()  # LINGER was set on each: queued frames get that long to leave
+        self.sockets.close()
         self.stage.close()
-
-
-def run_stage(
-    name: str,
-    config: Config,
-    index: int = 0,
-    count: int | None = None,
-    *,
-    metrics_addr: str | None = None,
-    inbox: SignalInbox | None = None,
-    prepared: Prepared | None = None,
-    restarted: bool | None = None,
-) -> int:
-    """Run one stage process until SIGTERM/SIGINT; returns its exit code.
-
-    ``prepared`` comes from the supervisor's preflight; a stage run alone does its own.
-    ``restarted``: whether the supervisor started this stage before (``None``: not known).
-    """
-    wiring = WIRING[name]
-    return_freed_memory()
-    if prepared is None:
-        prepared = preflight(config, [name])
-    count = count if count is not None else replicas(name, config)
-    inbox = inbox if inbox is not None else SignalInbox()
-    meter = PromMeter()
-    if metrics_addr:
-        serve_in_thread(metrics_addr, meter.registry)
-    stage = build_stage(
-        name,
-        config,
-        meter,
-        index=index,
-        count=count,
-        signatures=prepared.signatures,
-        restarted=restarted,
-    )
-    security = prepared.security.for_role(name)
-    endpoints = Endpoints(config.transport, binders(), security=security, role=name)
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    zap = None
-    loop = None
-    try:
-        # Before any socket binds: the ZAP handler decides every CURVE handshake of ctx.
-        zap = security.authenticator(ctx)
-        loop = StageLoop(
-            wiring,
-            instance=index,
-            stage=stage,
-            meter=meter,
-            ctx=ctx,
-            endpoints=endpoints,
-            config=config,
-        )
-        log.info("%s %d/%d running (pid %d)", name, index, count, os.getpid())
-        loop.run(inbox)
-    finally:
-        if loop is not None:
-            loop.close()
-        if zap is not None:
-            zap.stop()
-        if loop is None:
-            ctx.destroy(linger=0)  # what a StageLoop that failed to start had opened
-        else:
-            ctx.term()
-        endpoints.close()  # last: no socket addressed through the run directory is left
-    failure = stage.failure()
-    if failure is not None:
-        log.error("%s %d/%d stopped: %s", name, index, count, failure)
-        return exitcodes.FAILURE
-    log.info("%s %d/%d stopped", name, index, count)
-    return exitcodes.OK

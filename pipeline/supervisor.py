@@ -40,8 +40,8 @@ from pipeline.lock import RunDirLock
 from pipeline.metrics import enable_multiprocess, mark_process_dead, node_registry
 from pipeline.preflight import Prepared, preflight
 from pipeline.rundir import RunDir, RunDirError, open_private_dir
-from pipeline.runner import run_stage
 from pipeline.signals import SignalInbox
+from pipeline.stageprocess import run_stage
 from pipeline.tap import run_taphub
 from pipeline.transport import run_dir_of
 from pipeline.wiring import START_ORDER, STOP_ORDER, TAPHUB, replicas

@@ -373,11 +373,12 @@ class ShardReader:
         # every re-read cost the steady round 4.8 µs a process.
         proc = entry.proc
         entry.rechecks += 1
-        vsize = stat_vsize(entry.stat)
         maps_id = proc.maps_id
-        if entry.ran and (vsize != entry.vsize or entry.rechecks % MAPS_EVERY_RECHECKS == 0):
-            maps_id, entry.vsize, entry.ran = self._maps_id(base), vsize, False
-        argv_bytes = argv_length(raw_cmdline, cut, arg_span(entry.stat))
+        if entry.ran:  # (the size and the span are parsed only when needed: most never are)
+            vsize = stat_vsize(entry.stat)
+            if vsize != entry.vsize or entry.rechecks % MAPS_EVERY_RECHECKS == 0:
+                maps_id, entry.vsize, entry.ran = self._maps_id(base), vsize, False
+        argv_bytes = argv_length(raw_cmdline, cut, arg_span(entry.stat) if cut else 0)
         now = (cmdline, exe_dev, exe_ino, maps_id, argv_bytes)
         if now != (proc.cmdline, proc.exe_dev, proc.exe_ino, proc.maps_id, proc.argv_bytes):
             proc = entry.proc = msgspec.structs.replace(
