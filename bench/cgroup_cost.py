@@ -24,7 +24,7 @@ from stages.base.meter import Tally
 from stages.classify import build_index, classify, classify_round
 from stages.procfs import list_pids, parse_stat, read_stat
 from stages.providers import CgroupSelectors, Providers
-from stages.scan import RECHECK_EVERY, ShardReader
+from stages.shardreader import RECHECK_EVERY, ShardReader
 from stages.tree import merge
 
 SLEEPERS = 2000

@@ -34,7 +34,7 @@ from stages.classify import process_record
 from stages.execview import maps_digest, read_maps
 from stages.match import Matcher
 from stages.procfs import OPEN_FLAGS
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 from stages.signatures import load_signatures
 
 SCRIPT = "import time\ntime.sleep(600)\n"

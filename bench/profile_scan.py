@@ -19,7 +19,7 @@ from bench.floors import cpu_seconds, python_floor
 from simulation.sleepers import Sleepers
 from stages.base.meter import Tally
 from stages.procfs import OPEN_FLAGS, list_pids, parse_cmdline, parse_stat
-from stages.scan import RECHECK_EVERY, ShardReader
+from stages.shardreader import RECHECK_EVERY, ShardReader
 
 
 def _read(path: str) -> bytes:

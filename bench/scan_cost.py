@@ -33,7 +33,7 @@ from bench.table import Row, Table, ratio
 from simulation.faketree import node_tree
 from simulation.sleepers import Sleepers
 from stages.base.meter import Tally
-from stages.scan import RECHECK_EVERY, ShardReader
+from stages.shardreader import RECHECK_EVERY, ShardReader
 
 SLEEPERS = 2000
 FAKE_SIZES = (10_000, 50_000)
@@ -125,7 +125,7 @@ def report(table: Table, label: str, f: ScanFigures, cfloor: CFloor) -> None:
 _HOLDING = """
 import gc, os, sys
 from stages.base.meter import Tally
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 gc.collect(); before = rss()

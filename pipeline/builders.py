@@ -9,7 +9,18 @@ from __future__ import annotations
 from pipeline.bounds import shard_argv_budget
 from pipeline.config import Config, ConfigError
 from pipeline.wiring import STAGE_NAMES
-from stages import classify, enforce, events, filter, match, podlist, providers, scan, tree
+from stages import (
+    classify,
+    enforce,
+    events,
+    filter,
+    match,
+    podlist,
+    providers,
+    scan,
+    shardreader,
+    tree,
+)
 from stages.base.contract import Stage
 from stages.base.meter import Meter, Tally
 from stages.base.schema import Level, RawProcess
@@ -23,9 +34,9 @@ from stages.signatures import SignatureSet
 
 def scan_reader(
     config: Config, meter: Meter, *, shard: int = 0, shards: int = 1
-) -> scan.ShardReader:
+) -> shardreader.ShardReader:
     """The reader of shard ``shard`` of ``shards`` with the config's procfs root and bounds."""
-    return scan.ShardReader(
+    return shardreader.ShardReader(
         config.proc_root,
         meter,
         shard=shard,
@@ -124,7 +135,7 @@ def events_stage(config: Config, meter: Meter, restarted: bool | None = None) ->
     )
 
     def full_read() -> list[RawProcess]:
-        whole = scan.ShardReader(
+        whole = shardreader.ShardReader(
             config.proc_root,
             Tally(),
             cmdline_max_bytes=config.scan.cmdline_max_bytes,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from simulation.fakeproc import CAT_STAT
 from simulation.standin import Tricks
-from stages import scan as scan_module
+from stages import fullread
 from stages.base.catalog import MATCH_FILES_CUT
 from stages.base.meter import Tally
 from stages.base.schema import Finding, Kind, RawProcess
@@ -37,8 +37,8 @@ from stages.execview import (
 from stages.judgeview import ARGV_WINDOW, argv_windows
 from stages.match import Matcher
 from stages.procfs import parse_stat, parse_stat_line
-from stages.scan import ShardReader
 from stages.scripts import Script, interpreter_name, script_of
+from stages.shardreader import ShardReader
 from stages.signatures import load_signatures
 
 REPO = Path(__file__).resolve().parent.parent
@@ -265,7 +265,7 @@ def test_scan_reads_an_idle_process_maps_once_and_again_once_it_runs(
             reads.append(base)
         return read_maps(base)
 
-    monkeypatch.setattr(scan_module, "read_maps", counted)
+    monkeypatch.setattr(fullread, "read_maps", counted)
     try:
         time.sleep(0.5)
         reader = ShardReader("/proc", Tally(), recheck_every=2)

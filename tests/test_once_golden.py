@@ -18,7 +18,7 @@ from pathlib import Path
 
 from simulation.fakeproc import RING1, SUPERVISOR, FakeProcfs, env_bytes, stat_line
 from stages.base.meter import Tally
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 
 GOLDEN = Path(__file__).parent / "data" / "once_golden.jsonl"
 

@@ -16,7 +16,7 @@ from simulation.fakeproc import RING1, SUPERVISOR, FakeProcfs, reference_hash
 from stages.base.catalog import CACHE_USE, INDEX_SIZE, WORKSPACE_COUNT
 from stages.base.meter import Tally
 from stages.classify import build_index, classify
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 from stages.tree import merge
 
 

@@ -10,7 +10,8 @@ from simulation.fakeproc import FakeProcfs
 from stages.base.catalog import TREE_LATE_SHARDS, TREE_MISSING_SHARDS
 from stages.base.meter import Tally
 from stages.base.schema import RawProcess, Round, ShardScan
-from stages.scan import ScanStage, ShardReader
+from stages.scan import ScanStage
+from stages.shardreader import ShardReader
 from stages.tree import TreeStage
 
 

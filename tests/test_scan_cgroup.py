@@ -13,7 +13,7 @@ from stages.base.catalog import SCAN_TRUNCATED
 from stages.base.meter import Tally
 from stages.cgroup import CGROUP_MAX_BYTES
 from stages.cgroupread import PATH_MAX_CHARS, bounded_path
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 
 FIXTURES = Path(__file__).parent / "data" / "cgroup"
 POD_PATH = (

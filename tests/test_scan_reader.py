@@ -8,7 +8,7 @@ from simulation.fakeproc import RING1, FakeProcfs, env_bytes, stat_line
 from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from stages.base.meter import Tally
 from stages.procfs import list_pids
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 
 
 def test_shards_partition_the_pids(fakeproc: FakeProcfs, tally: Tally) -> None:

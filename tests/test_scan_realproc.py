@@ -17,7 +17,7 @@ from pipeline.local import LocalDetector
 from simulation.harness import wait_until
 from simulation.workspace import SimNode, SimulatedTree, workspace
 from stages.base.meter import Tally
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 
 pytestmark = pytest.mark.realproc
 

@@ -16,7 +16,7 @@ from stages.base.meter import Tally
 from stages.base.schema import RawProcess
 from stages.known import is_procfs
 from stages.procfs import exec_marks
-from stages.scan import ShardReader
+from stages.shardreader import ShardReader
 
 
 def earliest(n: int) -> bytes:
