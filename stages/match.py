@@ -47,15 +47,13 @@ from stages.filejudge import FileJudge, Found
 from stages.judgeview import (
     Target,
     argv_windows,
-    exiting,
     is_kernel_thread,
-    live_thread_view,
     mapping_targets,
-    readlink,
+    process_view,
+    read_argv,
     script_target,
 )
 from stages.pidcheck import still_same
-from stages.procfs import parse_cmdline, read_bounded, skip_reason
 from stages.scripts import DEFAULT_INTERPRETERS, script_of
 from stages.signatures import SignatureSet
 from stages.signatures.model import CLASSIFIER_UNJUDGEABLE, rank
@@ -179,7 +177,7 @@ class Matcher:
         self._maps_id = 0
         if is_kernel_thread(proc.flags):
             return [], "kernel"
-        view, exe_path, problem = self._view(proc, base)
+        view, exe_path, problem = process_view(base, proc.pid)
         if problem == "no_exe":  # it runs, and what it runs cannot be told: vanished
             return [Found(self.files.unjudgeable("vanished"), "exe", "")], None
         if view is None:
@@ -192,7 +190,7 @@ class Matcher:
             found += self._argv_hits([exe_path], "exe-path", exe_path)
         argv = proc.cmdline
         if not argv and view != base:
-            argv = self._read_argv(view)  # a zombie leader's record has none: its thread's
+            argv = read_argv(view)  # a zombie leader's record has none: its thread's
         found += self._argv_hits(argv, "cmdline", "")
         covered = len("\0".join(argv).encode("utf-8", "surrogatepass")) + 1 if argv else 0
         if proc.argv_bytes > covered:  # the record's argv was cut: the rest, in windows
@@ -208,22 +206,6 @@ class Matcher:
             self.files.judge(script_target(view, script), view, found, missing_ok=True)
         return found, problem
 
-    def _view(self, proc: Process, base: str) -> tuple[str | None, str | None, str | None]:
-        """(the directory to read the process through, its exe's path, why not)."""
-        try:
-            return base, readlink(base + "exe"), None
-        except OSError as err:
-            reason = skip_reason(err)
-        if reason != "vanished":
-            return None, None, reason  # denied: we may not look at it (counted, no finding)
-        view = live_thread_view(os.path.dirname(base.rstrip("/")), proc.pid)
-        if view is not None:  # a zombie leader: its live threads run the program
-            try:
-                return view, readlink(view + "exe"), None
-            except OSError:
-                return view, None, None
-        return None, None, "vanished" if exiting(base) else "no_exe"
-
     def _judge_mappings(self, view: str, exe: tuple[int, int], found: list[Found]) -> None:
         try:
             targets, cut, _, self._maps_id = mapping_targets(view, exe, self.max_mappings)
@@ -236,13 +218,6 @@ class Matcher:
 
     def _argv_hits(self, argv: list[str], role: str, file: str) -> list[Found]:
         return [Found(h, role, file) for h in self.signatures.judge_argv(argv)]
-
-    def _read_argv(self, view: str) -> list[str]:
-        try:
-            raw, _ = read_bounded(view + "cmdline", 256 << 10)
-        except OSError:
-            return []
-        return parse_cmdline(raw)
 
 
 class MatchStage(Stage):
