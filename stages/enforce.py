@@ -4,18 +4,9 @@
     published = enforcer.handle(finding)  # [finding], for the tap
     enforcer.close()
 
-Penalties per level, from config: ``log`` (only write it: the default, so nothing is killed
-unless configured), ``kill-process`` (SIGKILL the process), ``kill-workspace`` (SIGKILL the
-workspace's supervisor; for a cgroup workspace every process of the container, see
-``stages.cgroupkill``), ``exec`` (run ``exec_command``, the finding's JSON on its stdin).
-A kill is sent through a pidfd once the target is confirmed (see ``stages.penalty``).
+The penalties per level, and the procfs confirmation each waits for, are in
+``stages.penalise``; a finding whose target is not confirmed is still written out.
 
-No penalty is applied on the finding's word alone: right before it, procfs is asked whether
-the target (the pid with the finding's starttime) is still inside the finding's workspace,
-by the workspace provider's rule (``stages.verify``; for a kill, after the pidfd is held).
-A finding it does not confirm — forged, stale, or about a process outside any workspace —
-is still written out, but nothing is done to any process: the refusal is counted
-(``procsmith_enforce_penalties_refused_total{reason}``) and logged.
 A finding is acknowledged (its ``Judged`` emitted) only once it is written whole to every
 output. One that cannot be written yet is held in a bounded backlog and retried every
 ``retry_interval``; the backlog and each failing output are gauges the supervisor's health
@@ -36,38 +27,17 @@ from stages.base.catalog import (
     ENFORCE_BACKLOG,
     ENFORCE_BACKLOG_REFUSED,
     ENFORCE_OUTPUT_FAILING,
-    ENFORCE_PENALTIES,
-    ENFORCE_PENALTIES_REFUSED,
-    ENFORCE_PENALTY_FAILURES,
     ENFORCE_WRITE_ERRORS,
 )
 from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.render import finding_line
 from stages.base.schema import Finding, Judged, Record
-from stages.cgroupkill import kill_container, mount_map
 from stages.outputs import STDOUT, FileOutput, Output, StreamOutput, WriteFailed
-from stages.penalty import (
-    Action,
-    Confirm,
-    PenaltyFailed,
-    kill_confirmed,
-    run_command,
-    same_starttime,
-    started_by,
-)
-from stages.verify import DEFAULT_PROVIDER, rule_for
+from stages.penalise import Penaliser
+from stages.penalty import Action
 
 log = logging.getLogger("procsmith.enforce")
-_LOG_EVERY = 1000  # of refused penalties, log the first and every 1000th: a flood stays small
-
-
-class PenaltyRefused(Exception):
-    """procfs did not confirm the finding: ``reason`` is one of ``stages.verify.REASONS``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class OutputUnavailable(Exception):
@@ -109,15 +79,14 @@ class Enforcer:
         retry_interval: float = 1.0,
     ) -> None:
         self.meter = meter
-        self._refused = 0
-        self.proc_root = proc_root
-        self.penalties = dict(penalties or {})
-        self.exec_command = list(exec_command)
-        self.exec_timeout = exec_timeout
-        self.cgroup_root = cgroup_root
-        self._mounts: dict[str, str] | None = None  # read at the first cgroup kill
-        if "exec" in self.penalties.values() and not self.exec_command:
-            raise ValueError("the exec penalty needs a command")
+        self.penaliser = Penaliser(
+            meter,
+            proc_root,
+            penalties=penalties,
+            exec_command=exec_command,
+            exec_timeout=exec_timeout,
+            cgroup_root=cgroup_root,
+        )
         self.backlog_max = backlog
         self.retry_interval = retry_interval
         self.held: dict[tuple[int, int], _Held] = {}  # by (pid, starttime), oldest first
@@ -143,9 +112,7 @@ class Enforcer:
         """Apply ``finding``'s penalty and write it out; returns the finding (for the tap)
         and, once it is written everywhere, the verdict that completes its handover."""
         line = finding_line(finding)
-        action = self.penalties.get(finding.level, "log")
-        if action != "log":
-            self._penalise(action, finding, line)
+        self.penaliser.apply(finding, line)
         key = (finding.process.pid, finding.process.starttime)
         held = self.held.get(key)
         if held is None:
@@ -221,76 +188,6 @@ class Enforcer:
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.buffer.flush()
             self.held.clear()
-
-    def _confirmed(self, finding: Finding, first: Confirm) -> Confirm:
-        """``first``, then the provider's rule: the finding's process is in its workspace."""
-
-        def confirm(starttime_now: int) -> str | None:
-            problem = first(starttime_now)
-            if problem is not None:
-                return problem
-            self._verify(finding)
-            return None
-
-        return confirm
-
-    def _verify(self, finding: Finding) -> None:
-        proc = finding.process
-        # The rule of the finding's own provider: a record cannot pick a laxer one, since
-        # a provider without a rule refuses everything.
-        provider = DEFAULT_PROVIDER if proc.workspace is None else proc.workspace.provider
-        refused = rule_for(provider)(self.proc_root, proc.pid, proc.starttime, proc.workspace)
-        if refused is not None:
-            raise PenaltyRefused(refused)
-
-    def _penalise(self, action: Action, finding: Finding, line: bytes) -> None:
-        proc = finding.process
-        try:
-            if action == "kill-process":
-                confirm = self._confirmed(finding, same_starttime(proc.starttime))
-                kill_confirmed(self.proc_root, proc.pid, confirm)
-            elif action == "kill-workspace":
-                self._kill_workspace(finding)
-            elif action == "exec":
-                self._verify(finding)
-                run_command(self.exec_command, line, self.exec_timeout)
-            else:
-                raise ValueError(f"unknown penalty {action!r}")
-        except PenaltyRefused as err:
-            self.meter.inc(ENFORCE_PENALTIES, action=action, result="refused")
-            self.meter.inc(ENFORCE_PENALTIES_REFUSED, reason=err.reason)
-            if self._refused % _LOG_EVERY == 0:
-                ws = proc.workspace
-                log.warning(
-                    "refused %s for pid %d (starttime %d, workspace %s): %s (%d refused so far)",
-                    action,
-                    proc.pid,
-                    proc.starttime,
-                    "none" if ws is None else f"{ws.workspace_id!r} supervisor {ws.pid}",
-                    err.reason,
-                    self._refused + 1,
-                )
-            self._refused += 1
-            return
-        except PenaltyFailed as err:
-            self.meter.inc(ENFORCE_PENALTIES, action=action, result="failed")
-            self.meter.inc(ENFORCE_PENALTY_FAILURES, action=action, reason=err.reason)
-            return
-        self.meter.inc(ENFORCE_PENALTIES, action=action, result="ok")
-
-    def _kill_workspace(self, finding: Finding) -> None:
-        proc, ws = finding.process, finding.process.workspace
-        if ws is None:
-            raise PenaltyFailed("no_workspace")
-        if ws.provider == "cgroup":
-            if self._mounts is None:
-                self._mounts = mount_map(self.proc_root, self.cgroup_root)
-            # kill_container applies the cgroup rule (stages.verify_cgroup) itself, right
-            # before the kill; what it does not confirm is a failure with its reason.
-            kill_container(self.proc_root, self._mounts, proc.pid, proc.starttime, ws)
-        else:
-            confirm = self._confirmed(finding, started_by(proc.starttime))
-            kill_confirmed(self.proc_root, ws.pid, confirm)
 
     def close(self) -> None:
         pass  # no file is held open between findings

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from stages.execview import PF_KTHREAD, Mapping, exec_mappings, maps_digest, read_maps, stat_flags
-from stages.procfs import OPEN_FLAGS, read_stat
+from stages.procfs import OPEN_FLAGS, parse_cmdline, read_bounded, read_stat, skip_reason
 from stages.scripts import Script
 
 PF_EXITING = 0x00000004  # include/linux/sched.h: the task is exiting
@@ -70,6 +70,32 @@ def live_thread_view(proc_root: str, pid: int) -> str | None:
         if not exiting(view) and os.path.lexists(view + "exe"):
             return view
     return None
+
+
+def process_view(base: str, pid: int) -> tuple[str | None, str | None, str | None]:
+    """(the directory to read the process through, its exe's path, why not)."""
+    try:
+        return base, readlink(base + "exe"), None
+    except OSError as err:
+        reason = skip_reason(err)
+    if reason != "vanished":
+        return None, None, reason  # denied: we may not look at it (counted, no finding)
+    view = live_thread_view(os.path.dirname(base.rstrip("/")), pid)
+    if view is not None:  # a zombie leader: its live threads run the program
+        try:
+            return view, readlink(view + "exe"), None
+        except OSError:
+            return view, None, None
+    return None, None, "vanished" if exiting(base) else "no_exe"
+
+
+def read_argv(view: str) -> list[str]:
+    """The argv in the view's cmdline, its first 256 KiB; empty when it cannot be read."""
+    try:
+        raw, _ = read_bounded(view + "cmdline", 256 << 10)
+    except OSError:
+        return []
+    return parse_cmdline(raw)
 
 
 def _system_first_key(mapping: Mapping) -> bool:

@@ -6,9 +6,8 @@
 What a process runs (issue 11, ``stages.judgeview``): its executable, its file-backed
 executable mappings (a program run by the dynamic loader, an ``LD_PRELOAD`` library, a
 ``dlopen``ed memfd) and, for an interpreter, the script its argv names — each read through
-the process's own view and judged by the file rules. A file's verdict is cached by (device,
-inode, size, ctime), so many processes of one binary cost one scan and a file rewritten in
-place is scanned again. Command-line rules see the whole argv (in windows, up to the kernel's
+the process's own view and judged by the file rules (``stages.filejudge``, which caches each
+file's verdict). Command-line rules see the whole argv (in windows, up to the kernel's
 limit) and the executable's resolved path. A file root cannot read (EACCES: a FUSE mount) or
 that vanished while the process runs is an ``unjudgeable`` finding, at its own level.
 
@@ -26,18 +25,12 @@ import logging
 import os
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 import msgspec
 
 from stages.base.catalog import (
-    MATCH_CACHE,
-    MATCH_EXE_SCANS,
-    MATCH_EXE_TRUNCATED,
-    MATCH_FILES,
     MATCH_FILES_CUT,
     MATCH_FINDINGS,
     MATCH_PINNED,
@@ -50,27 +43,19 @@ from stages.base.contract import Stage
 from stages.base.meter import Meter
 from stages.base.schema import Finding, Judged, Level, Process, Record
 from stages.fairqueue import FairQueue
+from stages.filejudge import FileJudge, Found
 from stages.judgeview import (
     Target,
     argv_windows,
-    exiting,
     is_kernel_thread,
-    live_thread_view,
     mapping_targets,
-    readlink,
+    process_view,
+    read_argv,
     script_target,
 )
 from stages.pidcheck import still_same
-from stages.procfs import parse_cmdline, read_bounded, skip_reason
 from stages.scripts import DEFAULT_INTERPRETERS, script_of
-from stages.signatures import (
-    Hit,
-    Identity,
-    SignatureSet,
-    Unjudgeable,
-    most_severe_first,
-)
-from stages.signatures.exefile import open_regular, read_windows, tail_window
+from stages.signatures import SignatureSet
 from stages.signatures.model import CLASSIFIER_UNJUDGEABLE, rank
 
 log = logging.getLogger("procsmith.match")
@@ -83,27 +68,10 @@ _PIN_FORM = re.compile(r"/.+/\d+/fd/\d+")
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
 # Why a process could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel", "vanished": "vanished"}
-# Reasons a file could not be read that say something about the process, not about us.
-_SIGNALS = frozenset({"denied", "vanished"})
-
-
-class Verdict(NamedTuple):
-    """What the signatures said of one file; ``problem`` when they could not say."""
-
-    hits: tuple[Hit, ...]
-    problem: str | None = None
-
-
-class Found(NamedTuple):
-    """A hit and the file it came from (``role``: exe, mapping, script, cmdline, exe-path)."""
-
-    hit: Hit
-    role: str
-    file: str
 
 
 class Matcher:
-    """Judges processes; keeps an LRU of file verdicts.
+    """Judges processes; keeps an LRU of file verdicts (``files``).
 
     ``delay`` (seconds) is an artificial pause before each process, for back-pressure tests.
     Per process at most ``max_mappings`` mappings are judged and ``max_process_bytes`` read
@@ -129,17 +97,18 @@ class Matcher:
         self.signatures = signatures
         self.signatures.set_timeout(scan_timeout)
         self.meter = meter
-        self.max_exe_bytes = max_exe_bytes
-        self.cache_size = cache_size
+        self.files = FileJudge(
+            signatures,
+            meter,
+            max_exe_bytes=max_exe_bytes,
+            cache_size=cache_size,
+            unjudgeable_level=unjudgeable_level,
+        )
         self.delay = delay
         self.interpreters = frozenset(interpreters)
         self.max_mappings = max_mappings
         self.max_process_bytes = max_process_bytes
-        self.unjudgeable_level = unjudgeable_level
-        self._verdicts: OrderedDict[Identity, Verdict] = OrderedDict()
-        self._budget = 0  # bytes this process may still have read
         self._maps_id = 0  # the digest of the maps read judging this process (0: none read)
-        self._window_bytes = max_exe_bytes + tail_window(max_exe_bytes)  # most read of a file
 
     def judge(self, proc: Process) -> list[Record]:
         if self.delay > 0:
@@ -192,7 +161,7 @@ class Matcher:
         if not _PIN_FORM.fullmatch(proc.pin):
             self.meter.inc(MATCH_PINNED, result="unreadable")
             return None
-        verdict, ident = self._verdict(Target("exe", proc.pin, (proc.pin,)))
+        verdict, ident = self.files.verdict(Target("exe", proc.pin, (proc.pin,)))
         if ident not in ((0, 0), (proc.exe_dev, proc.exe_ino)):
             self.meter.inc(MATCH_PINNED, result="mismatch")
             return None
@@ -204,24 +173,24 @@ class Matcher:
 
     def _judge_process(self, proc: Process, base: str) -> tuple[list[Found], str | None]:
         """Everything found in what the process runs, and why part of it was not judged."""
-        self._budget = self.max_process_bytes
+        self.files.budget = self.max_process_bytes
         self._maps_id = 0
         if is_kernel_thread(proc.flags):
             return [], "kernel"
-        view, exe_path, problem = self._view(proc, base)
+        view, exe_path, problem = process_view(base, proc.pid)
         if problem == "no_exe":  # it runs, and what it runs cannot be told: vanished
-            return [Found(self._unjudgeable("vanished"), "exe", "")], None
+            return [Found(self.files.unjudgeable("vanished"), "exe", "")], None
         if view is None:
             return [], problem
         found: list[Found] = []
         exe: tuple[int, int] = (0, 0)
         if exe_path is not None:
             target = Target("exe", exe_path, (view + "exe",))
-            exe, problem = self._judge_file(target, view, found)
+            exe, problem = self.files.judge(target, view, found)
             found += self._argv_hits([exe_path], "exe-path", exe_path)
         argv = proc.cmdline
         if not argv and view != base:
-            argv = self._read_argv(view)  # a zombie leader's record has none: its thread's
+            argv = read_argv(view)  # a zombie leader's record has none: its thread's
         found += self._argv_hits(argv, "cmdline", "")
         covered = len("\0".join(argv).encode("utf-8", "surrogatepass")) + 1 if argv else 0
         if proc.argv_bytes > covered:  # the record's argv was cut: the rest, in windows
@@ -234,67 +203,8 @@ class Matcher:
             hits = self.signatures.judge_bytes(data) if data else []
             found += [Found(h, "script", f"<{script.path}>") for h in hits]
         elif script is not None:
-            self._judge_file(script_target(view, script), view, found, missing_ok=True)
+            self.files.judge(script_target(view, script), view, found, missing_ok=True)
         return found, problem
-
-    def _view(self, proc: Process, base: str) -> tuple[str | None, str | None, str | None]:
-        """(the directory to read the process through, its exe's path, why not)."""
-        try:
-            return base, readlink(base + "exe"), None
-        except OSError as err:
-            reason = skip_reason(err)
-        if reason != "vanished":
-            return None, None, reason  # denied: we may not look at it (counted, no finding)
-        view = live_thread_view(os.path.dirname(base.rstrip("/")), proc.pid)
-        if view is not None:  # a zombie leader: its live threads run the program
-            try:
-                return view, readlink(view + "exe"), None
-            except OSError:
-                return view, None, None
-        return None, None, "vanished" if exiting(base) else "no_exe"
-
-    def _judge_file(
-        self, target: Target, view: str, found: list[Found], missing_ok: bool = False
-    ) -> tuple[tuple[int, int], str | None]:
-        """Judge one file into ``found``; returns its (device, inode) ((0, 0) if it was not
-        opened) and why it could not be judged."""
-        verdict, ident = self._verdict(target)
-        self.meter.inc(MATCH_FILES, role=target.role)
-        found += [Found(h, target.role, target.shown) for h in verdict.hits]
-        problem = verdict.problem
-        if problem in _SIGNALS and not (missing_ok and problem == "vanished"):  # noqa: SIM102
-            if not exiting(view):  # its files go as it exits: that says nothing
-                found.append(Found(self._unjudgeable(problem), target.role, target.shown))
-        return ident, problem
-
-    def _verdict(self, target: Target) -> tuple[Verdict, tuple[int, int]]:
-        problem = "vanished"
-        for opener in target.openers:
-            try:
-                fd, identity = open_regular(opener)
-                break
-            except Unjudgeable as err:
-                problem = err.reason
-        else:
-            return Verdict((), problem), (0, 0)
-        ident = (identity.dev, identity.ino)
-        try:
-            cached = self._verdicts.get(identity)
-            if cached is not None:
-                self._verdicts.move_to_end(identity)
-                self.meter.inc(MATCH_CACHE, result="hit")
-                return cached, ident
-            if min(identity.size, self._window_bytes) > self._budget:
-                self.meter.inc(MATCH_FILES_CUT, reason="bytes")
-                return Verdict(()), ident
-            self.meter.inc(MATCH_CACHE, result="miss")
-            verdict = self._scan(fd, identity)
-        finally:
-            os.close(fd)
-        if verdict.problem in (None, "timeout"):
-            # A timeout is remembered too: 500 copies of a hostile binary cost one timeout.
-            self._remember(identity, verdict)
-        return verdict, ident
 
     def _judge_mappings(self, view: str, exe: tuple[int, int], found: list[Found]) -> None:
         try:
@@ -304,37 +214,10 @@ class Matcher:
         if cut:
             self.meter.inc(MATCH_FILES_CUT, cut, reason="count")
         for target in targets:
-            self._judge_file(target, view, found, missing_ok=True)
+            self.files.judge(target, view, found, missing_ok=True)
 
     def _argv_hits(self, argv: list[str], role: str, file: str) -> list[Found]:
         return [Found(h, role, file) for h in self.signatures.judge_argv(argv)]
-
-    def _read_argv(self, view: str) -> list[str]:
-        try:
-            raw, _ = read_bounded(view + "cmdline", 256 << 10)
-        except OSError:
-            return []
-        return parse_cmdline(raw)
-
-    def _unjudgeable(self, reason: str) -> Hit:
-        return Hit(f"unjudgeable-{reason}", self.unjudgeable_level, CLASSIFIER_UNJUDGEABLE)
-
-    def _scan(self, fd: int, identity: Identity) -> Verdict:
-        try:
-            windows, truncated = read_windows(fd, identity.size, self.max_exe_bytes)
-            self._budget -= sum(len(w) for w in windows)
-            if len(windows) > 1 or truncated:
-                self.meter.inc(MATCH_EXE_TRUNCATED)
-            self.meter.inc(MATCH_EXE_SCANS)
-            hits = [h for w in windows for h in self.signatures.judge_bytes(w)]
-            return Verdict(tuple(most_severe_first(list(dict.fromkeys(hits)))))
-        except Unjudgeable as err:
-            return Verdict((), err.reason)
-
-    def _remember(self, identity: Identity, verdict: Verdict) -> None:
-        self._verdicts[identity] = verdict
-        if len(self._verdicts) > self.cache_size:
-            self._verdicts.popitem(last=False)
 
 
 class MatchStage(Stage):
