@@ -64,8 +64,6 @@ FINISH_BUDGET = 0.5  # seconds a stopping match spends on what it still has queu
 # What a pin looks like: a descriptor of the events stage, /proc/<holder pid>/fd/<n>.
 _PIN_FORM = re.compile(r"/.+/\d+/fd/\d+")
 
-# Why an executable could not be judged, as the Judged outcome says it.
-_OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel"}
 # Why a process could not be judged, as the Judged outcome says it.
 _OUTCOME_OF_PROBLEM = {"denied": "denied", "kernel": "kernel", "vanished": "vanished"}
 
