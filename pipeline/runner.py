@@ -21,7 +21,7 @@ import zmq
 
 from pipeline.bounds import link_hwm
 from pipeline.builders import build_stage
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.heldsends import HeldSends
 from pipeline.memory import IdleTrim, return_freed_memory, trim
 from pipeline.metrics import PromMeter, serve_in_thread

@@ -33,7 +33,9 @@ from prometheus_client import generate_latest
 
 from pipeline import leftovers, liveness, memory
 from pipeline.children import Child
-from pipeline.config import Config, ConfigError, parse_addr
+from pipeline.config import ConfigError
+from pipeline.configschema import Config
+from pipeline.configvalues import parse_addr
 from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
 from pipeline.httpserve import DroppedCollector, HttpServer
 from pipeline.lock import RunDirLock
