@@ -27,17 +27,15 @@ import signal
 import time
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
 from pipeline import leftovers, liveness
 from pipeline.children import Child
 from pipeline.config import ConfigError
 from pipeline.configschema import Config
-from pipeline.configvalues import parse_addr
-from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
-from pipeline.httpserve import DroppedCollector, HttpServer
+from pipeline.health import NodeCollector, summary_counts, summary_line
+from pipeline.httpserve import HttpServer
 from pipeline.lock import RunDirLock
 from pipeline.metrics import enable_multiprocess, mark_process_dead, node_registry
+from pipeline.nodeendpoint import open_endpoint, write_address
 from pipeline.preflight import Prepared, preflight
 from pipeline.rundir import RunDir, RunDirError, open_private_dir
 from pipeline.signals import SignalInbox
@@ -106,58 +104,11 @@ class Supervisor:
 
     def serve(self) -> HttpServer:
         self.registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
-        base = health_check(self.children, self.config, self.started, self.registry)
-        sup = self.config.supervisor
-
-        def health() -> tuple[bool, list[str]]:
-            _, problems = base()
-            reading = liveness.read(self.registry)
-            stalls = liveness.stalled(self.children, reading, time.time(), sup.stall_timeout)
-            problems += liveness.problems(
-                reading, stalls, sup.stall_timeout, sup.shard_missing_rounds
-            )
-            return (not problems, problems)
-
-        def answer(path: str) -> tuple[int, bytes, str]:
-            if path == "/metrics":
-                return 200, generate_latest(self.registry), "text/plain; version=0.0.4"
-            if path in ("/healthz", "/health"):
-                ok, problems = health()
-                return (
-                    (200, b"ok\n", "text/plain")
-                    if ok
-                    else (
-                        503,
-                        "".join(p + "\n" for p in problems).encode(),
-                        "text/plain",
-                    )
-                )
-            return 404, b"not found: try /metrics or /healthz\n", "text/plain"
-
-        try:
-            server = HttpServer(
-                parse_addr(self.metrics_addr),
-                answer,
-                timeout=sup.http_timeout,
-                max_connections=sup.http_max_connections,
-            )
-        except OSError as err:
-            raise ConfigError(
-                f"cannot serve metrics on {self.metrics_addr}: {err.strerror}"
-            ) from None
-        self.registry.register(DroppedCollector(server))
-        host, port = server.server_address
-        log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
-        # Written aside, then renamed: a reader never sees the file empty.
+        server = open_endpoint(
+            self.config, self.metrics_addr, self.children, self.started, self.registry
+        )
         assert self.rundir is not None  # noqa: S101 - prepare() opened it
-        at = self.rundir.fd
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open("metrics.addr.new", flags, 0o644, dir_fd=at)
-        try:
-            os.write(fd, f"{host}:{port}\n".encode())
-        finally:
-            os.close(fd)
-        os.rename("metrics.addr.new", "metrics.addr", src_dir_fd=at, dst_dir_fd=at)
+        write_address(self.rundir, server)
         return server
 
     # -- children -------------------------------------------------------------------------
