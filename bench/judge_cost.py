@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench.floors import cpu_seconds
 from bench.table import Row, Table
-from pipeline.config import Config
+from pipeline.configschema import Config
 from stages.base.meter import Tally
 from stages.base.schema import Kind, Process
 from stages.classify import process_record

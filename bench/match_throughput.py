@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.table import Row, Table
-from pipeline.config import Config
+from pipeline.configschema import Config
 from stages.signatures import load_signatures
 from stages.signatures.agentsmith import parse_agent_smith
 from stages.signatures.model import Signature

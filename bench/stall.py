@@ -22,7 +22,7 @@ from bench.floors import cpu_seconds
 from bench.runs import MINER_ARGV0, pipeline_env, scrape, wait_rounds
 from bench.table import Row, Table, ratio
 from pipeline.builders import matcher as build_matcher
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.local import LocalDetector
 from simulation.fakeproc import FakeProcfs
 from simulation.harness import Pipeline

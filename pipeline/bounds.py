@@ -9,7 +9,7 @@ the filter → match link is kept short in front of match's own fair queue.
 
 from __future__ import annotations
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 
 MIN_HWM = 4
 # filter -> match: short, so what waits for match waits in match's fair queue (stages/

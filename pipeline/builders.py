@@ -7,7 +7,8 @@ set); this module reads them out of the config, so no stage knows the config's s
 from __future__ import annotations
 
 from pipeline.bounds import shard_argv_budget
-from pipeline.config import Config, ConfigError
+from pipeline.config import ConfigError
+from pipeline.configschema import Config
 from pipeline.wiring import STAGE_NAMES
 from stages import (
     classify,

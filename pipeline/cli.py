@@ -12,7 +12,9 @@ from typing import Any
 
 import msgspec
 
-from pipeline.config import Config, ConfigError, load_named_config, parse_addr
+from pipeline.config import ConfigError, load_named_config
+from pipeline.configschema import Config
+from pipeline.configvalues import parse_addr
 from pipeline.keyscli import add_commands as add_keys_commands
 from pipeline.matchcli import add_commands as add_match_commands
 from pipeline.signals import SignalInbox

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pipeline.children import Child
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.metrics import HealthCheck, sample_value
 from stages.base.catalog import (
     CATALOG,

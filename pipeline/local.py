@@ -10,7 +10,7 @@ on (D7), so it is not returned again unless it execs (D8).
 from __future__ import annotations
 
 from pipeline.builders import scan_reader, workspace_providers
-from pipeline.config import Config
+from pipeline.configschema import Config
 from stages.base.meter import Meter, Tally
 from stages.base.schema import Process
 from stages.classify import classify_round

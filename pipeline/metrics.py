@@ -30,7 +30,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from pipeline.config import parse_addr
+from pipeline.configvalues import parse_addr
 from stages.base.catalog import CATALOG
 from stages.base.meter import check_labels
 

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import ConfigError
+from pipeline.configschema import Config
 from pipeline.rundir import RunDirError, open_private_dir
 from pipeline.security import Security, load_security
 from pipeline.transport import run_dir_of

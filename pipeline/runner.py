@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import zmq
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.heldsends import HeldSends
 from pipeline.memory import IdleTrim, trim
 from pipeline.signals import STOP_SIGNALS, SignalInbox

@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 
 import zmq
 
-from pipeline.config import ConfigError, TransportConfig
+from pipeline.config import ConfigError
+from pipeline.configschema import TransportConfig
 from pipeline.curve import ZapAuthenticator, secure_client, secure_server
 from pipeline.keyring import ROLES, Keyring, KeyringError, load_keys
 from pipeline.wiring import STAGE_NAMES, WIRING, binders

@@ -14,7 +14,7 @@ import os
 import zmq
 
 from pipeline.builders import build_stage
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.memory import return_freed_memory
 from pipeline.metrics import PromMeter, serve_in_thread
 from pipeline.preflight import Prepared, preflight

@@ -13,7 +13,7 @@ import time
 import zmq
 
 from pipeline.bounds import link_hwm
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.peers import PeerWatch
 from pipeline.signals import SignalInbox
 from pipeline.transport import Endpoints

@@ -8,10 +8,10 @@ stops (``pipeline.liveness``, ``supervisor.restart_stalled``).
 
 Children are forked after the heavy modules are imported, so they share those pages (no
 garbage collector touches what they inherit: ``gc.freeze``; the signature compiler's code
-is let go first, ``pipeline.memory``), and they never unwind back into this code. A dead
-child is restarted after a back-off that doubles with each recent crash;
-``supervisor.crash_limit`` crashes within ``supervisor.crash_window`` is a crash loop, and
-the supervisor stops everything and exits 1.
+is let go first, ``pipeline.memory``), and they never unwind back into this code
+(``pipeline.stagefork``). A dead child is restarted after a back-off that doubles with each
+recent crash; ``supervisor.crash_limit`` crashes within ``supervisor.crash_window`` is a
+crash loop, and the supervisor stops everything and exits 1.
 On SIGTERM/SIGINT it stops the stages producers-first, so each can drain what its upstream
 sent, and kills whatever is left when ``supervisor.stop_timeout`` runs out.
 """
@@ -19,8 +19,6 @@ sent, and kills whatever is left when ``supervisor.stop_timeout`` runs out.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import logging
 import os
 import selectors
@@ -29,29 +27,25 @@ import signal
 import time
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
-from pipeline import leftovers, liveness, memory
+from pipeline import leftovers, liveness
 from pipeline.children import Child
-from pipeline.config import Config, ConfigError, parse_addr
-from pipeline.health import NodeCollector, health_check, summary_counts, summary_line
-from pipeline.httpserve import DroppedCollector, HttpServer
+from pipeline.config import ConfigError
+from pipeline.configschema import Config
+from pipeline.health import NodeCollector, summary_counts, summary_line
+from pipeline.httpserve import HttpServer
 from pipeline.lock import RunDirLock
 from pipeline.metrics import enable_multiprocess, mark_process_dead, node_registry
+from pipeline.nodeendpoint import open_endpoint, write_address
 from pipeline.preflight import Prepared, preflight
 from pipeline.rundir import RunDir, RunDirError, open_private_dir
 from pipeline.signals import SignalInbox
-from pipeline.stageprocess import run_stage
-from pipeline.tap import run_taphub
+from pipeline.stagefork import fork_stage, shed_before_first_fork
 from pipeline.transport import run_dir_of
 from pipeline.wiring import START_ORDER, STOP_ORDER, TAPHUB, replicas
 from stages.base import exitcodes
-from stages.signatures import engine_library
 
 log = logging.getLogger("procsmith.supervisor")
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
 STALL_CHECK_EVERY = 1.0  # seconds between two looks at the stages' heartbeats
 
 
@@ -110,122 +104,22 @@ class Supervisor:
 
     def serve(self) -> HttpServer:
         self.registry = node_registry(str(self.metrics_dir), NodeCollector(self.children))
-        base = health_check(self.children, self.config, self.started, self.registry)
-        sup = self.config.supervisor
-
-        def health() -> tuple[bool, list[str]]:
-            _, problems = base()
-            reading = liveness.read(self.registry)
-            stalls = liveness.stalled(self.children, reading, time.time(), sup.stall_timeout)
-            problems += liveness.problems(
-                reading, stalls, sup.stall_timeout, sup.shard_missing_rounds
-            )
-            return (not problems, problems)
-
-        def answer(path: str) -> tuple[int, bytes, str]:
-            if path == "/metrics":
-                return 200, generate_latest(self.registry), "text/plain; version=0.0.4"
-            if path in ("/healthz", "/health"):
-                ok, problems = health()
-                return (
-                    (200, b"ok\n", "text/plain")
-                    if ok
-                    else (
-                        503,
-                        "".join(p + "\n" for p in problems).encode(),
-                        "text/plain",
-                    )
-                )
-            return 404, b"not found: try /metrics or /healthz\n", "text/plain"
-
-        try:
-            server = HttpServer(
-                parse_addr(self.metrics_addr),
-                answer,
-                timeout=sup.http_timeout,
-                max_connections=sup.http_max_connections,
-            )
-        except OSError as err:
-            raise ConfigError(
-                f"cannot serve metrics on {self.metrics_addr}: {err.strerror}"
-            ) from None
-        self.registry.register(DroppedCollector(server))
-        host, port = server.server_address
-        log.info("metrics and health on http://%s:%d/metrics and /healthz", host, port)
-        # Written aside, then renamed: a reader never sees the file empty.
+        server = open_endpoint(
+            self.config, self.metrics_addr, self.children, self.started, self.registry
+        )
         assert self.rundir is not None  # noqa: S101 - prepare() opened it
-        at = self.rundir.fd
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open("metrics.addr.new", flags, 0o644, dir_fd=at)
-        try:
-            os.write(fd, f"{host}:{port}\n".encode())
-        finally:
-            os.close(fd)
-        os.rename("metrics.addr.new", "metrics.addr", src_dir_fd=at, dst_dir_fd=at)
+        write_address(self.rundir, server)
         return server
 
     # -- children -------------------------------------------------------------------------
 
     def spawn(self, child: Child, close_fds: list[int]) -> None:
         if not any(c.pid is not None for c in self.children):
-            self._before_first_fork()
-        # Frozen, the objects made so far are left alone by every garbage collector: the
-        # child's would write into each page that holds one (copying it into the child), and
-        # so would this process's (copying it here, the child left its only owner).
-        gc.freeze()
-        pid = os.fork()
-        if pid:
-            child.pid, child.started = pid, time.time()
-            log.info("started %s (pid %d)", child.label, pid)
-            leftovers.record(self.via_fd, [c.pid for c in self.children if c.pid is not None])
-            return
-        code = exitcodes.FAILURE
-        try:
-            code = self._child_main(child, close_fds)
-        except BaseException:
-            log.exception("%s failed", child.label)
-        finally:
-            logging.shutdown()
-            os._exit(code)
-
-    def _before_first_fork(self) -> None:
-        """Shed what no child needs before they share this process's pages: garbage (this
-        is the last collection of what they inherit), free heap pages, and the signature
-        compiler's code (its output, the compiled rules, is what match inherits)."""
-        gc.collect()
-        if self.prepared is not None and self.prepared.signatures is not None:
-            memory.release_code(engine_library())
-        memory.return_freed_memory()
-        memory.trim()
-
-    def _child_main(self, child: Child, close_fds: list[int]) -> int:
-        parent = os.getppid()
-        # If the supervisor dies (even by SIGKILL), the kernel sends the child SIGTERM.
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        # `ps -o comm`, `top` and our own scanner see which stage this is.
-        libc.prctl(_PR_SET_NAME, f"ps:{child.label}".encode()[:15])
-        if os.getppid() != parent:
-            return exitcodes.FAILURE
-        for fd in close_fds:
-            os.close(fd)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        # Ctrl-C reaches the whole process group; only the supervisor acts on it, and stops
-        # the children in order with SIGTERM.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        inbox = SignalInbox((signal.SIGTERM,))
-        if child.name == TAPHUB:
-            assert self.prepared is not None  # noqa: S101 - prepare() ran before any fork
-            return run_taphub(self.config, inbox, self.prepared.security)
-        return run_stage(
-            child.name,
-            self.config,
-            child.index,
-            child.count,
-            inbox=inbox,
-            prepared=self.prepared,
-            restarted=child.restarts > 0,
-        )
+            shed_before_first_fork(self.prepared)
+        pid = fork_stage(child, self.config, self.prepared, close_fds)
+        child.pid, child.started = pid, time.time()
+        log.info("started %s (pid %d)", child.label, pid)
+        leftovers.record(self.via_fd, [c.pid for c in self.children if c.pid is not None])
 
     def reap(self) -> None:
         while True:

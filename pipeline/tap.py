@@ -21,7 +21,8 @@ from typing import BinaryIO
 import msgspec
 import zmq
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import ConfigError
+from pipeline.configschema import Config
 from pipeline.metrics import PromMeter
 from pipeline.peers import PeerWatch
 from pipeline.rundir import RunDirError

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from pipeline.config import TransportConfig
+from pipeline.configschema import TransportConfig
 from pipeline.rundir import RunDir, open_private_dir
 from pipeline.security import Security
 from stages.base.schema import Record

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from stages.base.schema import (
     ExecBatch,
     ExecWorkloads,

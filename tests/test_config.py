@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import (
-    Config,
-    ConfigError,
-    Duration,
-    bundled_config_path,
-    load_config,
-    load_named_config,
-)
+from pipeline.config import ConfigError, load_config, load_named_config
+from pipeline.configschema import Config, bundled_config_path
+from pipeline.configvalues import Duration
 
 
 def test_bundled_file_is_the_defaults() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.config import Config, FilterConfig
+from pipeline.configschema import Config, FilterConfig
 from pipeline.local import LocalDetector
 from simulation.fakeproc import FakeProcfs
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from pipeline.config import Config, load_config
+from pipeline.config import load_config
+from pipeline.configschema import Config
 from simulation.fakeproc import FakeProcfs
 from simulation.harness import Pipeline, short_run_dir
 

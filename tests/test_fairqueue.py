@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import BUNDLED_CONFIG_DIR
+from pipeline.configschema import BUNDLED_CONFIG_DIR
 from stages.base.meter import Tally
 from stages.base.schema import Judged, Kind, Process, Workspace
 from stages.fairqueue import FairQueue, interleave

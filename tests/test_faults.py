@@ -15,7 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.config import ConfigError, TransportConfig, load_config
+from pipeline.config import ConfigError, load_config
+from pipeline.configschema import TransportConfig
 from pipeline.transport import PORT_OFFSET
 from simulation.fakeproc import FakeProcfs
 from simulation.harness import Pipeline, free_base_port, procsmith, short_run_dir, wait_until

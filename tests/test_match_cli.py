@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.config import BUNDLED_CONFIG_DIR
+from pipeline.configschema import BUNDLED_CONFIG_DIR
 from simulation.elfbins import ElfBins
 from simulation.harness import run_procsmith as procsmith
 from tests.sigfiles import one_signature, sig, write_config

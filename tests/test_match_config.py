@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import BUNDLED_CONFIG_DIR, Config, load_config
+from pipeline.config import load_config
+from pipeline.configschema import BUNDLED_CONFIG_DIR, Config
 
 
 def test_defaults() -> None:

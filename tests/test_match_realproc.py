@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.local import LocalDetector
 from simulation.elfbins import ElfBins
 from simulation.workspace import SimNode, SimulatedTree, sleeper, workspace

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.memory import IdleTrim, code_ranges, release_code, trim
 from simulation.harness import resident_kib
 from stages.signatures import engine_library, load_signatures

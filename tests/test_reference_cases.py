@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.local import LocalDetector
 from simulation.fakeproc import RING1, SUPERVISOR, FakeProcfs, reference_hash
 from stages.base.catalog import CACHE_USE, INDEX_SIZE, WORKSPACE_COUNT

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from pipeline.local import LocalDetector
 from simulation.harness import wait_until
 from simulation.workspace import SimNode, SimulatedTree, workspace

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import BUNDLED_CONFIG_DIR
+from pipeline.configschema import BUNDLED_CONFIG_DIR
 from simulation.elfbins import ElfBins
 from stages.base.schema import Level
 from stages.signatures import SignatureError, load_signatures

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from simulation.elfbins import ElfBins
 from stages.base.schema import Level
 from stages.signatures import load_signatures, read_executable

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import Config
+from pipeline.configschema import Config
 from stages.signatures import SignatureError, load_signatures
 from stages.signatures.agentsmith import parse_agent_smith
 from tests.sigfiles import one_signature, sig

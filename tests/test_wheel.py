@@ -57,7 +57,11 @@ def run(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str
 
 def bundled_dir(bin_dir: Path, cwd: Path) -> Path:
     done = run(
-        bin_dir, cwd, "python", "-c", "import pipeline.config as c; print(c.BUNDLED_CONFIG_DIR)"
+        bin_dir,
+        cwd,
+        "python",
+        "-c",
+        "import pipeline.configschema as c; print(c.BUNDLED_CONFIG_DIR)",
     )
     assert done.returncode == 0, done.stderr
     return Path(done.stdout.strip())

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.builders import build_stage, scan_reader, workspace_providers
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import ConfigError, load_config
+from pipeline.configschema import Config
 from stages.base.meter import Tally
 from stages.classify import ClassifyStage
 from stages.providers import CgroupSelectors
