@@ -13,6 +13,12 @@ in the workspace's container (``stages.verify_cgroup``); ``gitpod`` is SPEC §1'
 - the supervisor's parent is a ring1 (argv ``/proc/self/exe ring1 …``) whose environment
   has the finding's ``GITPOD_WORKSPACE_ID`` (read as classify does, D5).
 
+Of several ``supervisor init`` children of one ring1, classify names the earliest-started
+the supervisor (D4); this rule confirms a finding that names any of them. It does not list
+the ring1's children to tell which: every one of them, and all they start, is inside the
+same ring1's tree and so the same workspace (a later one is a user's own process, D6), and
+keeping penalties inside the named workspace is what the rule is for.
+
 Everything is read with bounded reads and nothing raises: an unreadable file is a reason.
 """
 
