@@ -17,7 +17,7 @@ import errno
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from stages.base.schema import RawProcess
 from stages.cgroupread import CgroupPaths
@@ -37,15 +37,6 @@ from stages.procfs import (
 
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 T = TypeVar("T")
-
-
-class FirstRead(NamedTuple):
-    """A process's record from its first full read, whether its cmdline was cut at its
-    bound, and whether it is a ring1 candidate (its environment was read)."""
-
-    proc: RawProcess
-    cut: bool
-    ring1: bool
 
 
 class ProcessFiles:
@@ -96,10 +87,13 @@ class ProcessFiles:
         """The command line as read (bounded) and whether it was cut. Raises ``OSError``."""
         return self.retry(read_bounded, base + "cmdline", self.cmdline_max_bytes)
 
-    def record(self, pid: int, base: str, data: bytes) -> FirstRead | None:
+    def record(self, pid: int, base: str, data: bytes) -> tuple[RawProcess, bool, bool] | None:
         """The full read of a process whose stat line is ``data`` (read first, so an exec
-        racing this read shows as a changed stat line next round); ``None``, counted, when
-        the line is malformed or the process could not be read."""
+        racing this read shows as a changed stat line next round): its record, whether its
+        cmdline was cut at its bound, and whether it is a ring1 candidate (its environment
+        was read). ``None``, counted, when the line is malformed or the process could not
+        be read. (A plain tuple and no call to ``cmdline``: this runs for every process a
+        first round sees, and each costs it.)"""
         stat = parse_stat_line(data)
         if stat is None:
             self.skipped["malformed_stat"] += 1
@@ -109,7 +103,9 @@ class ProcessFiles:
             raw_cmdline, cut, cmdline, exe_dev, exe_ino = b"", False, [], 0, 0
         else:
             try:
-                raw_cmdline, cut = self.cmdline(base)
+                raw_cmdline, cut = self.retry(
+                    read_bounded, base + "cmdline", self.cmdline_max_bytes
+                )
             except OSError as err:
                 self.skipped[skip_reason(err)] += 1
                 return None
@@ -140,7 +136,7 @@ class ProcessFiles:
             argv_bytes=argv_length(raw_cmdline, cut, arg_span(data) if cut else 0),
             flags=stat.flags,
         )
-        return FirstRead(proc, cut, ring1)
+        return proc, cut, ring1
 
     def maps_id(self, base: str) -> int:
         """The digest of the process's executable mappings (0 if they cannot be read)."""
