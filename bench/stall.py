@@ -41,6 +41,7 @@ class RoundRate:
     per_minute: float
     dropped_by_filter: float
     judged: float  # processes match received in the window
+    findings: float  # findings match wrote in the window: it was working through its queue
 
 
 def tree(root: Path) -> FakeProcfs:
@@ -81,10 +82,12 @@ def round_rate(root: Path, workdir: Path, delay: float) -> RoundRate:
     seconds = end.get(completed) - start.get(completed)
     dropped = "procsmith_stage_records_dropped_total"
     judged = "procsmith_stage_records_in_total"
+    found = "procsmith_match_findings_total"
     return RoundRate(
         per_minute=rounds / seconds * 60,
         dropped_by_filter=end.get(dropped, stage="filter") - start.get(dropped, stage="filter"),
         judged=end.get(judged, stage="match") - start.get(judged, stage="match"),
+        findings=end.total(found) - start.total(found),
     )
 
 
@@ -102,13 +105,14 @@ def run(table: Table) -> None:
     table.add(Row(section, "a normal matcher: CPU per process judged",
                   f"{per_process * 1e6:.0f} µs"))  # fmt: skip
     clock = normal.per_minute * INTERVAL / 60
-    table.add(Row(section, f"rounds/min, normal matcher; match received {normal.judged:,.0f}",
+    table.add(Row(section, f"rounds/min, normal matcher; match received {normal.judged:,.0f}, "
+                  f"found {normal.findings:,.0f}",
                   f"{normal.per_minute:.1f}", "60 / interval", f"{clock:.3f}x"))  # fmt: skip
     change = abs(slow.per_minute - normal.per_minute) / normal.per_minute
     r, _ = ratio(slow.per_minute, normal.per_minute)
     table.add(Row(section, f"rounds/min, matcher {SLOWER}x slower "
                   f"(delay {SLOWER * per_process * 1e3:.1f} ms); "
-                  f"match received {slow.judged:,.0f}, "
+                  f"match received {slow.judged:,.0f}, found {slow.findings:,.0f}, "
                   f"filter dropped {slow.dropped_by_filter:,.0f}",
                   f"{slow.per_minute:.1f}", "normal matcher", f"{r} ({change:.1%} change)",
                   f"<= {RATE_TARGET:.0%} change", change <= RATE_TARGET))  # fmt: skip

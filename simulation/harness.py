@@ -133,6 +133,10 @@ class Metrics:
     def get(self, name: str, **labels: str) -> float:
         return self.samples.get((name, frozenset(labels.items())), 0.0)
 
+    def total(self, name: str) -> float:
+        """The sum of ``name`` over all its label sets."""
+        return sum(v for (n, _), v in self.samples.items() if n == name)
+
     def has(self, name: str) -> bool:
         return any(n == name for n, _ in self.samples)
 
