@@ -18,7 +18,6 @@ from pipeline.configvalues import Duration, parse_addr
 from stages.penalty import Action
 from stages.scripts import DEFAULT_INTERPRETERS
 
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 ByteCount = Annotated[int, msgspec.Meta(ge=1, le=1 << 34)]
 
 
