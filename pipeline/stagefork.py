@@ -44,15 +44,23 @@ def shed_before_first_fork(prepared: Prepared | None) -> None:
     memory.trim()
 
 
+def freeze_for_fork() -> None:
+    """Collect, then freeze, what this process holds. Frozen, the objects made so far are
+    left alone by every garbage collector: the child's would write into each page that holds
+    one (copying it into the child), and so would this process's (copying it here, the child
+    left its only owner). Collected first, since a frozen cycle is never collected: garbage
+    made since the last fork (a restart's) would otherwise stay for good. Only what was made
+    since that fork is walked; what it froze is not touched."""
+    gc.collect()
+    gc.freeze()
+
+
 def fork_stage(
     child: Child, config: Config, prepared: Prepared | None, close_fds: list[int]
 ) -> int:
     """Fork ``child``'s process and return its pid; the child runs its stage and exits,
     closing ``close_fds`` (the supervisor's) first."""
-    # Frozen, the objects made so far are left alone by every garbage collector: the
-    # child's would write into each page that holds one (copying it into the child), and
-    # so would this process's (copying it here, the child left its only owner).
-    gc.freeze()
+    freeze_for_fork()
     pid = os.fork()
     if pid:
         return pid
