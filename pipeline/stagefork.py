@@ -44,14 +44,19 @@ def shed_before_first_fork(prepared: Prepared | None) -> None:
     memory.trim()
 
 
-def freeze_for_fork() -> None:
-    """Collect, then freeze, what this process holds. Frozen, the objects made so far are
-    left alone by every garbage collector: the child's would write into each page that holds
-    one (copying it into the child), and so would this process's (copying it here, the child
-    left its only owner). Collected first, since a frozen cycle is never collected: garbage
-    made since the last fork (a restart's) would otherwise stay for good. Only what was made
-    since that fork is walked; what it froze is not touched."""
-    gc.collect()
+def freeze_for_fork(*, collect: bool) -> None:
+    """Freeze what this process holds; with ``collect``, collect garbage first.
+
+    Frozen, the objects made so far are left alone by every garbage collector: the child's
+    would write into each page that holds one (copying it into the child), and so would this
+    process's (copying it here, the child left its only owner). A frozen cycle is never
+    collected, so before a restart's fork the garbage made since the last fork is collected
+    first. The first fork's was by ``shed_before_first_fork``; between the forks of one
+    start there is next to none, and a collection there writes into pages the children forked
+    so far share (the whole pipeline's PSS 114.1-115.7 MiB without it, 116.1-118.0 with it).
+    """
+    if collect:
+        gc.collect()
     gc.freeze()
 
 
@@ -60,7 +65,7 @@ def fork_stage(
 ) -> int:
     """Fork ``child``'s process and return its pid; the child runs its stage and exits,
     closing ``close_fds`` (the supervisor's) first."""
-    freeze_for_fork()
+    freeze_for_fork(collect=child.restarts > 0)
     pid = os.fork()
     if pid:
         return pid
