@@ -139,12 +139,15 @@ class SeenFilter:
         """Its verdict came back (perhaps after it was offered again): it is seen. A verdict
         for a process never handed on (neither awaited nor seen) is not taken: False."""
         key = seen_key(proc)
-        sent, before = self._inflight.pop(key, None), self._seen.get(key)
-        if sent is None and before is None:
-            return False
         # Match answers with the digest of the maps it read (stages.match); the one handed
         # on is kept too, for the scan still reports it until it reads the maps again.
-        handed = sent[0].maps_id if sent is not None else before.handed if before else None
+        sent = self._inflight.pop(key, None)
+        if sent is not None:
+            handed = sent[0].maps_id
+        elif (before := self._seen.get(key)) is not None:
+            handed = before.handed  # a verdict again, for a process already seen
+        else:
+            return False
         self.mark_seen(proc, handed)
         return True
 
