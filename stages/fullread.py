@@ -59,6 +59,11 @@ class ProcessFiles:
         self.skipped: Counter[str] = Counter()
         self.truncated: Counter[str] = Counter()
 
+    def new_round(self) -> tuple[Counter[str], Counter[str]]:
+        """Fresh counters for a round's skips and cuts: (skipped, truncated)."""
+        self.skipped, self.truncated = Counter(), Counter()
+        return self.skipped, self.truncated
+
     def retry(self, read: Callable[..., T], *args: object) -> T:
         """``read(*args)``; when the process is out of descriptors, close kept ones until it
         succeeds. Raises ``OSError``."""

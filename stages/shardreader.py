@@ -109,9 +109,6 @@ class ShardReader:
             read_cgroup=read_cgroup,
         )
         self._reads = 0
-        # What the round being read left out or cut (the same counters as ``_files``').
-        self._skipped = self._files.skipped
-        self._truncated = self._files.truncated
         self._finalizer = weakref.finalize(self, close_all, self._known)
 
     def set_recheck(self, rounds: int) -> None:
@@ -144,8 +141,7 @@ class ShardReader:
     def read(self, round_id: int) -> ShardScan:
         started = time.time()
         self._reads += 1
-        skipped = self._skipped = self._files.skipped = Counter()
-        truncated = self._truncated = self._files.truncated = Counter()
+        skipped, truncated = self._files.new_round()
         pids = self._list(skipped)
         self._jitter = iter(memoryview(self._entropy(2 * len(pids))).cast("H"))
         procs: list[RawProcess] = []
@@ -205,7 +201,7 @@ class ShardReader:
         try:
             data = self._files.retry(read_stat, base + "stat")
         except OSError as err:
-            self._skipped[skip_reason(err)] += 1
+            self._files.skipped[skip_reason(err)] += 1
             return None
         return self._complete(pid, base, -1, data)
 
@@ -245,7 +241,7 @@ class ShardReader:
             stat = parse_stat(data)
             if stat is None:
                 self._forget(pid)
-                self._skipped["malformed_stat"] += 1
+                self._files.skipped["malformed_stat"] += 1
                 return None
             vsize = stat_vsize(data)
             if vsize == entry.vsize or self._reads >= entry.maps_due:
@@ -255,7 +251,7 @@ class ShardReader:
             if vsize != entry.vsize and self._reads >= entry.maps_due:
                 self._remap(pid, entry, vsize)
         if entry.cut:
-            self._truncated["cmdline"] += 1
+            self._files.truncated["cmdline"] += 1
         return entry.proc
 
     def _complete(self, pid: int, base: str, fd: int, data: bytes) -> RawProcess | None:
@@ -282,14 +278,14 @@ class ShardReader:
             raw_cmdline, cut = self._files.cmdline(base)
         except OSError as err:
             self._forget(pid)
-            self._skipped[skip_reason(err)] += 1
+            self._files.skipped[skip_reason(err)] += 1
             return None
         cmdline = parse_cmdline(raw_cmdline)
         if is_ring1(cmdline):  # it turned into a ring1 candidate: its environment is needed
             del self._known[pid]
             return self._complete(pid, base, entry.fd, entry.stat)
         if cut:
-            self._truncated["cmdline"] += 1
+            self._files.truncated["cmdline"] += 1
         entry.cut = cut
         exe_dev, exe_ino = exe_identity(base)
         # The maps too, if the process ran since they were read (its stat line moved: only
