@@ -4,7 +4,10 @@
     new = detector.round()   # the user workloads not judged before, ascending by pid
 
 Each call is one scan round against the same LRU; what ``round`` returns counts as handed
-on (D7), so it is not returned again unless it execs (D8).
+on (D7), so it is not returned again unless it execs (D8) or what it runs changes (D10: its
+argv rewritten, or its executable mappings). A process's first record carries no mappings
+(the scan reads them from its first full re-read on, or once it has run since its first
+read), so one record of a live process may come again once, with them.
 """
 
 from __future__ import annotations

@@ -46,7 +46,11 @@ def test_a_blinding_argv_flood_on_one_shard_leaves_the_other_workspace_judged() 
         argv_flood(fs, 11, 120, 300 * 1024, first=1000, even=True)
         with Pipeline(fs.root, env) as pipe:
             pipe.wait_flowing()
-            before = pipe.metrics().get("procsmith_rounds_total")
+            # From the flowing rounds on: at the start, the shards' first rounds may fall on
+            # either side of an interval's end (each starts at once), and the round before
+            # it is then rightly built without the later shard. Blinding is every round.
+            start = pipe.metrics()
+            before = start.get("procsmith_rounds_total")
             fs.add(30, 21, MINER_ARGV)
             fs.add(31, 21, MINER_ARGV)
             wait_until("both miners found", lambda: found(pipe.out) >= {30, 31}, log=pipe.log)
@@ -55,7 +59,8 @@ def test_a_blinding_argv_flood_on_one_shard_leaves_the_other_workspace_judged() 
             assert m.get("procsmith_scan_truncated_total", file="round_argv") > 0
             for stage in ("tree", "classify", "filter"):
                 assert m.get("procsmith_stage_input_disconnects_total", stage=stage) == 0
-            assert m.get("procsmith_tree_missing_shards_total") == 0
+            missing = "procsmith_tree_missing_shards_total"
+            assert m.get(missing) == start.get(missing)
             assert pipe.health() == (200, "ok\n")
 
 
