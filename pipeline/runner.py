@@ -156,9 +156,17 @@ class StageLoop:
             except zmq.Again:
                 return  # full again: the poll says when it has room
             self.held.sent_first(route)
-            self.meter.inc(RECORDS_OUT, stage=self.name)
-            self.stage.sent(record, now)
-            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
+            self._sent(record, payload, now)
+
+    def _sent(self, record: Record, payload: bytes, now: float) -> None:
+        """``record`` went out on its route: counted, told to the stage, and tapped."""
+        self.meter.inc(RECORDS_OUT, stage=self.name)
+        self.stage.sent(record, now)
+        self._publish(payload)
+
+    def _publish(self, payload: bytes) -> None:
+        # The tap never blocks: with no subscriber, or a slow one, the frame is dropped.
+        self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
 
     def _drop_held(self, route: zmq.Socket[bytes], now: float) -> None:
         stale = self.held.release(route)
@@ -252,23 +260,22 @@ class StageLoop:
                 self.held.hold(out, record)
                 continue
             payload = self.codec.encode(record)
-            if out is not None:
-                try:
-                    # copy=False: ZeroMQ sends from the bytes object itself (a round can
-                    # be tens of MiB; a copy per send would double what the stage holds).
-                    out.send(payload, self.send_flags, copy=False)
-                except zmq.Again:
-                    if self.send_flags == 0:
-                        self.meter.inc(RECORDS_DROPPED, len(records) - n, stage=self.name)
-                        self.stage.dropped(record, now)
-                        return
-                    full.add(out)
-                    self.held.hold(out, record)
-                    continue
-                self.meter.inc(RECORDS_OUT, stage=self.name)
-                self.stage.sent(record, now)
-            # The tap never blocks: with no subscriber, or a slow one, the frame is dropped.
-            self.tap.send_multipart((self.topic, payload), zmq.NOBLOCK, copy=False)
+            if out is None:
+                self._publish(payload)  # a record for the tap alone
+                continue
+            try:
+                # copy=False: ZeroMQ sends from the bytes object itself (a round can be tens
+                # of MiB; a copy per send would double what the stage holds).
+                out.send(payload, self.send_flags, copy=False)
+            except zmq.Again:
+                if self.send_flags == 0:
+                    self.meter.inc(RECORDS_DROPPED, len(records) - n, stage=self.name)
+                    self.stage.dropped(record, now)
+                    return
+                full.add(out)
+                self.held.hold(out, record)
+                continue
+            self._sent(record, payload, now)
 
     def drain(self) -> None:
         """Handle what is already queued (bounded in time), then what the stage holds."""
