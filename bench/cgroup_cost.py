@@ -22,9 +22,10 @@ from simulation.cgroups import CgroupTree, Unavailable
 from simulation.sleepers import Sleepers
 from stages.base.meter import Tally
 from stages.classify import build_index, classify, classify_round
-from stages.procfs import list_pids, parse_stat, read_stat
+from stages.procfs import list_pids, read_stat
 from stages.providers import CgroupSelectors, Providers
 from stages.shardreader import RECHECK_EVERY, ShardReader
+from stages.statline import parse_stat
 from stages.tree import merge
 
 SLEEPERS = 2000

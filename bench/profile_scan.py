@@ -18,8 +18,9 @@ from collections.abc import Callable
 from bench.floors import cpu_seconds, python_floor
 from simulation.sleepers import Sleepers
 from stages.base.meter import Tally
-from stages.procfs import OPEN_FLAGS, list_pids, parse_cmdline, parse_stat
+from stages.procfs import OPEN_FLAGS, list_pids, parse_cmdline
 from stages.shardreader import RECHECK_EVERY, ShardReader
+from stages.statline import parse_stat
 
 
 def _read(path: str) -> bytes:

@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from stages.procfs import is_running, parse_stat, read_stat
+from stages.procfs import is_running, read_stat
+from stages.statline import parse_stat
 
 PIDS_FILE = "stages.pids"
 _MAX_BYTES = 64 * 1024  # far more than 64 shards, 64 replicas and 4 others need

@@ -23,7 +23,8 @@ from typing import IO, Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from stages.procfs import list_pids, parse_stat, read_stat
+from stages.procfs import list_pids, read_stat
+from stages.statline import parse_stat
 
 TAPHUB_LABEL = "taphub/0"  # how the tap hub process is named among the supervisor's children
 

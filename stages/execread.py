@@ -7,7 +7,7 @@ interval later. Its executable is opened and the descriptor kept (``stages.pins`
 file can be judged after the process is gone.
 
 The read is bracketed by two stat reads: if the second shows another process under the pid
-(starttime) or another exec (``stages.procfs.exec_marks``), what was read in between may mix
+(starttime) or another exec (``stages.statline.exec_marks``), what was read in between may mix
 two programs, and the read is dropped (``exec_raced``/``pid_reused``): the later exec has its
 own event. A process that is a zombie by the second stat exited during the read: its cmdline,
 if not empty, was read while it lived and the read stands; an empty one was read after its
@@ -26,16 +26,14 @@ from stages.execview import arg_span, argv_length, exec_id, stat_flags
 from stages.pins import PinnedExecutables
 from stages.procfs import (
     OPEN_FLAGS,
-    Stat,
-    exec_marks,
     is_ring1,
     parse_cmdline,
     parse_gitpod_env,
-    parse_stat,
     read_bounded,
     read_stat,
     skip_reason,
 )
+from stages.statline import Stat, exec_marks, parse_stat
 
 
 class ExecProcess(msgspec.Struct, array_like=True, frozen=True):

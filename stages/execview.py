@@ -1,6 +1,6 @@
 """What a process runs, as the scan and match stages read it (issue 11).
 
-- ``exec_id``: a digest of the stat line's exec marks (``stages.procfs.exec_marks``): every
+- ``exec_id``: a digest of the stat line's exec marks (``stages.statline.exec_marks``): every
   exec, even of the same binary, changes it (the new image's addresses, comm, the exec flag),
   and any two reads of one exec's stat line agree on it.
 - ``maps_id``: a digest of the identities (device, inode) of the file-backed executable
@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import xxhash
 
-from stages.procfs import exec_marks, marks_digest, read_bounded, stat_number
+from stages.procfs import read_bounded
+from stages.statline import exec_marks, marks_digest, stat_number
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 MAPS_MAX_BYTES = 4 << 20  # ~40,000 mappings; the kernel's default limit is 65,530 (counted)

@@ -30,10 +30,10 @@ from stages.procfs import (
     is_ring1,
     parse_cmdline,
     parse_gitpod_env,
-    parse_stat_line,
     read_bounded,
     skip_reason,
 )
+from stages.statline import parse_stat_line
 
 _NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 A process already read is, on later rounds, only checked: its stat line is read again
 (from its second round on through a file descriptor kept open, where the budget allows) and
 compared with the last one. cmdline, the executable's identity and the record are re-used
-while the stat line says the process has not exec'd (``stages.procfs.exec_marks``); every
+while the stat line says the process has not exec'd (``stages.statline.exec_marks``); every
 ``recheck_every`` rounds they are read again in any case (``stages.shardreader.ShardReader``).
 
 A kept descriptor of a procfs ``<pid>/stat`` is bound to that process, not to its number:

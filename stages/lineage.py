@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from stages.procfs import parse_stat, read_stat
+from stages.procfs import read_stat
+from stages.statline import parse_stat
 
 MAX_DEPTH: Final = 64
 MAX_ENTRIES: Final = 65536

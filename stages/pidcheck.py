@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from stages.procfs import parse_stat, read_stat, skip_reason
+from stages.procfs import read_stat, skip_reason
+from stages.statline import parse_stat
 
 
 def current_starttime(proc_dir: str) -> int | str:

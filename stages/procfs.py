@@ -1,4 +1,5 @@
-"""Parsers for the procfs files the detector reads, and bounded reads of them.
+"""Parsers for the procfs files the detector reads, and bounded reads of them (the stat
+line's own parsers are ``stages.statline``).
 
 Every parser takes the raw bytes of one file and returns ``None`` (or an empty value) for
 anything it cannot make sense of: a hostile workspace can put any byte into its argv, its
@@ -9,9 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-
-import msgspec
-import xxhash
 
 from stages.redact import strip_userinfo
 
@@ -30,128 +28,7 @@ STAT_MAX_BYTES = 4096  # the kernel's line is under 1 KiB even with every field 
 STAT_READ = STAT_MAX_BYTES + 1  # one byte more than a stat line may have: a longer one is cut
 PID_MAX = 2**22  # the kernel's PID_MAX_LIMIT; a larger "pid" is not a process
 RING1_PREFIX = ("/proc/self/exe", "ring1")
-_U64_MAX = 2**64 - 1
-_U64_DIGITS = 20  # checked before int(): a 5,000-digit "number" must not reach int()
-_PF_FORKNOEXEC = 0x40  # task flag: forked and not yet exec'd (include/linux/sched.h)
 OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO in a fake tree cannot block us
-
-
-class Stat(msgspec.Struct, frozen=True, gc=False):
-    """What the detector takes from a stat line (a Struct: it is made for every process)."""
-
-    ppid: int
-    starttime: int
-    comm: str
-
-
-def _u64(field: bytes) -> int | None:
-    if not field.isdigit() or len(field) > _U64_DIGITS:  # bytes.isdigit is ASCII-only
-        return None
-    value = int(field)
-    return value if value <= _U64_MAX else None
-
-
-def parse_stat(data: bytes) -> Stat | None:
-    """ppid (field 4) and starttime (field 22) of a ``/proc/<pid>/stat`` line.
-
-    D1: comm (field 2) may hold spaces, parentheses and any byte, so fields are counted after
-    the *last* ``)``. ``None`` when the line cannot be parsed, is longer than any the kernel
-    writes (``STAT_MAX_BYTES``: it was cut, so its end is not its end), or starttime is 0.
-    """
-    if len(data) > STAT_MAX_BYTES:
-        return None
-    close = data.rfind(b")")
-    if close < 0:
-        return None
-    # fields[0] is the state (field 3), so field N is fields[N - 3]. Only the first 20 are
-    # split off: the scan parses every stat line it reads, and the rest is not needed here.
-    fields = data[close + 1 :].split(None, 20)
-    if len(fields) < 20:
-        return None
-    ppid = _u64(fields[1])
-    starttime = _u64(fields[19])
-    if ppid is None or not starttime:
-        return None
-    open_ = data.find(b"(")
-    comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
-    return Stat(ppid, starttime, decode(comm))
-
-
-def exec_marks(data: bytes) -> tuple[bytes, ...]:
-    """The parts of a stat line that an ``execve`` changes and little else does.
-
-    comm (set to the new program's name), starttime (so a reused pid differs too), the
-    PF_FORKNOEXEC flag (cleared by the first exec after a fork), and the addresses of the new
-    memory image: start/end of code, start of stack (fields 26-28), start/end of data, start
-    of brk, start/end of argv and environment (fields 45-51). With address-space layout
-    randomisation each exec moves the stack, argv and environment, so these differ; a
-    process that disables it (``setarch -R``) and execs a program of identical layout,
-    name and argument sizes is not told apart here (the scan's periodic full re-read is
-    what bounds that case). Raises nothing: a malformed line gives whatever it holds.
-    """
-    close = data.rfind(b")")
-    return _marks(data, close, data[close + 1 :].split())
-
-
-def _marks(data: bytes, close: int, fields: list[bytes]) -> tuple[bytes, ...]:
-    flags = fields[6] if len(fields) > 6 else b""
-    if flags.isdigit() and len(flags) <= _U64_DIGITS:
-        flags = b"1" if int(flags) & _PF_FORKNOEXEC else b"0"
-    return (
-        data[:close],
-        fields[19] if len(fields) > 19 else b"",
-        flags,
-        *fields[23:26],
-        *fields[42:49],
-    )
-
-
-def marks_digest(marks: tuple[bytes, ...]) -> int:
-    """The exec generation (``exec_id``) the marks of one exec give."""
-    return xxhash.xxh64_intdigest(b"\0".join(marks))
-
-
-class StatLine(msgspec.Struct, frozen=True, gc=False):
-    """What a process's first read takes from its stat line, from one split of it: ``Stat``'s
-    fields, the exec generation (``marks_digest`` of ``exec_marks``) and the task's flags
-    (field 9)."""
-
-    ppid: int
-    starttime: int
-    comm: str
-    exec_id: int
-    flags: int
-
-
-# Fields are split off up to the last exec mark (field 51, env_end) and no further.
-_MARKS_SPLIT = 51 - 2
-
-
-def stat_number(fields: list[bytes], index: int) -> int:
-    """Field ``index`` (as proc(5) numbers them) as an int; 0 when absent or odd."""
-    value = _u64(fields[index - 3]) if len(fields) > index - 3 else None
-    return value or 0
-
-
-def parse_stat_line(data: bytes) -> StatLine | None:
-    """``parse_stat`` and the exec facts of the same line (``None`` exactly when
-    ``parse_stat`` is): the first read of a process splits its line once, not thrice."""
-    if len(data) > STAT_MAX_BYTES:
-        return None
-    close = data.rfind(b")")
-    if close < 0:
-        return None
-    fields = data[close + 1 :].split(None, _MARKS_SPLIT)
-    if len(fields) < 20:
-        return None
-    ppid = _u64(fields[1])
-    starttime = _u64(fields[19])
-    if ppid is None or not starttime:
-        return None
-    open_ = data.find(b"(")
-    comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
-    flags = _u64(fields[6]) or 0
-    return StatLine(ppid, starttime, decode(comm), marks_digest(_marks(data, close, fields)), flags)
 
 
 def parse_cmdline(data: bytes) -> list[str]:

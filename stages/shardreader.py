@@ -21,15 +21,14 @@ from stages.known import KEEP_OPEN, MAPS_UNREAD, KeptDescriptors, Known, close_a
 from stages.procfs import (
     STAT_READ,
     exe_identity,
-    exec_marks,
     is_ring1,
     list_pids,
     parse_cmdline,
-    parse_stat,
     read_stat,
     same_file,
     skip_reason,
 )
+from stages.statline import MovedLine, exec_marks, parse_moved_line
 
 # A process is re-read in full at least this often: the bound on how long an exec that its
 # stat line cannot show goes unnoticed. 30 s is the reference's own scan interval, so even
@@ -218,9 +217,12 @@ class ShardReader:
         if data is None:
             self._forget(pid)
             return self._read_new(pid)  # whatever is listed under the pid now, read afresh
-        due = self._reads >= entry.due
-        if not due and (data == entry.stat or exec_marks(data) == exec_marks(entry.stat)):
-            return self._same_process(pid, entry, data)
+        if self._reads < entry.due:  # not due: read in full only if the line shows an exec
+            if data == entry.stat:
+                return self._unchanged(entry)
+            line = parse_moved_line(data)
+            if line.marks == exec_marks(entry.stat):
+                return self._same_process(pid, entry, data, line)
         return self._reread(pid, base, entry, data)
 
     def _reread(self, pid: int, base: str, entry: Known, data: bytes) -> RawProcess | None:
@@ -233,26 +235,29 @@ class ShardReader:
         del self._known[pid]  # its descriptor goes on to the new entry
         return self._complete(pid, base, entry.fd, data)
 
-    def _same_process(self, pid: int, entry: Known, data: bytes) -> RawProcess | None:
-        """No exec since the last read: the record stands (ppid updated if the stat line
-        changed and the process was re-parented)."""
-        if data != entry.stat:
-            entry.ran = True  # its times, faults or size moved: it ran since the last read
-            stat = parse_stat(data)
-            if stat is None:
-                self._forget(pid)
-                self._files.skipped["malformed_stat"] += 1
-                return None
-            vsize = stat_vsize(data)
-            if vsize == entry.vsize or self._reads >= entry.maps_due:
-                entry.stat = data  # else kept: the changed line is looked at again next round
-            if stat.ppid != entry.proc.ppid:  # re-parented: the same process, judged as before
-                entry.proc = msgspec.structs.replace(entry.proc, ppid=stat.ppid)
-            if vsize != entry.vsize and self._reads >= entry.maps_due:
-                self._remap(pid, entry, vsize)
+    def _unchanged(self, entry: Known) -> RawProcess:
         if entry.cut:
             self._files.truncated["cmdline"] += 1
         return entry.proc
+
+    def _same_process(
+        self, pid: int, entry: Known, data: bytes, line: MovedLine
+    ) -> RawProcess | None:
+        """No exec since the last read, though the stat line moved (``line`` is what it
+        says): the record stands, with ppid updated if the process was re-parented."""
+        entry.ran = True  # its times, faults or size moved: it ran since the last read
+        if line.ppid is None:
+            self._forget(pid)
+            self._files.skipped["malformed_stat"] += 1
+            return None
+        vsize = line.vsize
+        if vsize == entry.vsize or self._reads >= entry.maps_due:
+            entry.stat = data  # else kept: the changed line is looked at again next round
+        if line.ppid != entry.proc.ppid:  # re-parented: the same process, judged as before
+            entry.proc = msgspec.structs.replace(entry.proc, ppid=line.ppid)
+        if vsize != entry.vsize and self._reads >= entry.maps_due:
+            self._remap(pid, entry, vsize)
+        return self._unchanged(entry)
 
     def _complete(self, pid: int, base: str, fd: int, data: bytes) -> RawProcess | None:
         """The full read of a process whose stat line is ``data`` (``ProcessFiles.record``),

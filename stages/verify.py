@@ -32,11 +32,11 @@ from stages.procfs import (
     is_ring1,
     parse_cmdline,
     parse_gitpod_env,
-    parse_stat,
     read_bounded,
     read_stat,
     skip_reason,
 )
+from stages.statline import parse_stat
 from stages.verify_cgroup import in_workspace as in_container
 
 MAX_DEPTH = 4096  # a workspace's tree deeper than this is not walked: refused as too_deep

@@ -48,8 +48,9 @@ from stages.filter import FilterStage, SeenFilter
 from stages.match import Matcher
 from stages.pins import PinnedExecutables
 from stages.procevents import ProcEventSource, Unavailable, subscribe
-from stages.procfs import parse_stat, read_stat
+from stages.procfs import read_stat
 from stages.signatures import SignatureSet
+from stages.statline import parse_stat
 from tests import cnbytes
 from tests.test_matcher import signatures
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from simulation.fakeproc import CAT_STAT
 from simulation.standin import Tricks
-from stages import fullread
+from stages import fullread, statline
 from stages.base.catalog import MATCH_FILES_CUT
 from stages.base.meter import Tally
 from stages.base.schema import Finding, Kind, RawProcess
@@ -36,10 +36,11 @@ from stages.execview import (
 )
 from stages.judgeview import ARGV_WINDOW, argv_windows
 from stages.match import Matcher
-from stages.procfs import parse_stat, parse_stat_line
+from stages.procfs import STAT_MAX_BYTES
 from stages.scripts import Script, interpreter_name, script_of
 from stages.shardreader import ShardReader
 from stages.signatures import load_signatures
+from stages.statline import exec_marks, parse_moved_line, parse_stat, parse_stat_line
 
 REPO = Path(__file__).resolve().parent.parent
 LINE = b"7f00-7f10 r-xp 00001000 fe:00 4242                     /usr/lib/libx.so (deleted)\n"
@@ -56,6 +57,13 @@ def test_stat_and_maps_readers_take_any_bytes(data: bytes) -> None:
 
 def _agrees(data: bytes) -> None:
     line, stat = parse_stat_line(data), parse_stat(data)
+    moved = parse_moved_line(data)
+    close = data.rfind(b")")  # the marks of the whole line split, as exec_marks first did
+    assert (
+        moved.marks == exec_marks(data) == statline._marks(data, close, data[close + 1 :].split())
+    )
+    assert moved.ppid == (None if stat is None else stat.ppid)
+    assert moved.vsize == stat_vsize(data)
     if stat is None:
         assert line is None
         return
@@ -84,6 +92,16 @@ def test_the_one_split_stat_parse_agrees_on_stat_like_lines(
     comm: bytes, fields: list[bytes]
 ) -> None:
     _agrees(b"42 (" + comm + b") " + b" ".join(fields) + b"\n")
+
+
+def test_the_one_split_stat_parses_refuse_a_line_longer_than_the_kernel_writes() -> None:
+    """Cut at its bound, a line's end is not its end: a comm padded past STAT_MAX_BYTES."""
+    open_, close = CAT_STAT.index(b"(") + 1, CAT_STAT.index(b")")
+    for comm in (b"c" * 16, b"c" * STAT_MAX_BYTES):
+        data = CAT_STAT[:open_] + comm + CAT_STAT[close:]
+        _agrees(data)
+        parsed = parse_moved_line(data).ppid is not None, parse_stat_line(data) is not None
+        assert parsed == ((True, True) if len(data) <= STAT_MAX_BYTES else (False, False))
 
 
 def test_the_one_split_stat_parse_of_the_kernels_line() -> None:

@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulation.fakeproc import argv_bytes, stat_line
-from stages.procfs import WORKSPACE_ENV, decode, parse_cmdline, parse_gitpod_env, parse_stat
+from stages.procfs import WORKSPACE_ENV, decode, parse_cmdline, parse_gitpod_env
 from stages.redact import strip_userinfo
+from stages.statline import parse_stat
 
 # Bytes biased towards the ones that matter to the parsers.
 procfs_bytes = st.lists(

@@ -11,14 +11,13 @@ import pytest
 from simulation.fakeproc import CAT_STAT, stat_line
 from stages.procfs import (
     STAT_MAX_BYTES,
-    Stat,
     is_running,
     parse_cmdline,
     parse_gitpod_env,
-    parse_stat,
     process_state,
     read_bounded,
 )
+from stages.statline import Stat, parse_stat
 
 # The reference's own fixtures (proc_test.go, TestParseStat), with CAT_STAT.
 KTHREADD = (

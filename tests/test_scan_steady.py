@@ -15,8 +15,8 @@ from stages.base.catalog import SCAN_SKIPPED, SCAN_TRUNCATED
 from stages.base.meter import Tally
 from stages.base.schema import RawProcess
 from stages.known import is_procfs
-from stages.procfs import exec_marks
 from stages.shardreader import ShardReader
+from stages.statline import exec_marks
 
 
 def earliest(n: int) -> bytes:

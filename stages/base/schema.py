@@ -75,7 +75,7 @@ class RawProcess(msgspec.Struct, array_like=True, frozen=True):
     # the file ``exe_dev``/``exe_ino``); "" when the record comes from a poll round.
     pin: str = ""
     # Issue 11: what tells one exec, one set of mapped code and one argv from another.
-    exec_id: int = 0  # digest of the stat line's exec marks (stages.procfs.exec_marks)
+    exec_id: int = 0  # digest of the stat line's exec marks (stages.statline.exec_marks)
     # Digest of the file-backed executable mappings (stages.execview); 0: not read (the
     # scan's first read of a process does not; match answers with the digest it judged).
     maps_id: int = 0
