@@ -42,23 +42,35 @@ def parse_stat(data: bytes) -> Stat | None:
     the *last* ``)``. ``None`` when the line cannot be parsed, is longer than any the kernel
     writes (``STAT_MAX_BYTES``: it was cut, so its end is not its end), or starttime is 0.
     """
+    # Only the first 20 fields are split off: the rest is not needed here.
+    head = _split(data, 20)
+    if head is None:
+        return None
+    close, _, ppid, starttime = head
+    return Stat(ppid, starttime, _comm(data, close))
+
+
+def _split(data: bytes, maxsplit: int) -> tuple[int, list[bytes], int, int] | None:
+    """The last ``)``, the fields after it (``fields[0]`` is the state, field 3, so field N
+    is ``fields[N - 3]``), ppid and starttime; ``None`` where ``parse_stat`` says so."""
     if len(data) > STAT_MAX_BYTES:
         return None
     close = data.rfind(b")")
     if close < 0:
         return None
-    # fields[0] is the state (field 3), so field N is fields[N - 3]. Only the first 20 are
-    # split off: the scan parses every stat line it reads, and the rest is not needed here.
-    fields = data[close + 1 :].split(None, 20)
+    fields = data[close + 1 :].split(None, maxsplit)
     if len(fields) < 20:
         return None
     ppid = _u64(fields[1])
     starttime = _u64(fields[19])
     if ppid is None or not starttime:
         return None
+    return close, fields, ppid, starttime
+
+
+def _comm(data: bytes, close: int) -> str:
     open_ = data.find(b"(")
-    comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
-    return Stat(ppid, starttime, decode(comm))
+    return decode(data[open_ + 1 : close] if 0 <= open_ < close else b"")
 
 
 def exec_marks(data: bytes) -> tuple[bytes, ...]:
@@ -116,28 +128,20 @@ def stat_number(fields: list[bytes], index: int) -> int:
 def parse_stat_line(data: bytes) -> StatLine | None:
     """``parse_stat`` and the exec facts of the same line (``None`` exactly when
     ``parse_stat`` is): the first read of a process splits its line once, not thrice."""
-    if len(data) > STAT_MAX_BYTES:
+    head = _split(data, _MARKS_SPLIT)
+    if head is None:
         return None
-    close = data.rfind(b")")
-    if close < 0:
-        return None
-    fields = data[close + 1 :].split(None, _MARKS_SPLIT)
-    if len(fields) < 20:
-        return None
-    ppid = _u64(fields[1])
-    starttime = _u64(fields[19])
-    if ppid is None or not starttime:
-        return None
-    open_ = data.find(b"(")
-    comm = data[open_ + 1 : close] if 0 <= open_ < close else b""
+    close, fields, ppid, starttime = head
     flags = _u64(fields[6]) or 0
-    return StatLine(ppid, starttime, decode(comm), marks_digest(_marks(data, close, fields)), flags)
+    exec_id = marks_digest(_marks(data, close, fields))
+    return StatLine(ppid, starttime, _comm(data, close), exec_id, flags)
 
 
 class MovedLine(msgspec.Struct, frozen=True, gc=False):
     """What the scan takes from the changed stat line of a process it knows: the exec marks
     (``exec_marks``, to compare with its last line's), ppid (``parse_stat``'s; ``None``
-    exactly when that is ``None``) and the virtual size (field 23, 0 when absent or odd)."""
+    exactly when that is ``None``) and the virtual size (field 23; 0 when the line does not
+    parse, or the field is absent or odd)."""
 
     marks: tuple[bytes, ...]
     ppid: int | None
@@ -147,14 +151,8 @@ class MovedLine(msgspec.Struct, frozen=True, gc=False):
 def parse_moved_line(data: bytes) -> MovedLine:
     """``exec_marks``, ``parse_stat`` and field 23 of one line from one split: a process that
     ran since the last round has its line looked at so, every round it runs."""
-    close = data.rfind(b")")
-    fields = data[close + 1 :].split(None, _MARKS_SPLIT)
-    marks = _marks(data, close, fields)
-    if close < 0:
-        return MovedLine(marks, None, 0)
-    ppid = None
-    if len(data) <= STAT_MAX_BYTES and len(fields) >= 20:
-        parent, starttime = _u64(fields[1]), _u64(fields[19])
-        if parent is not None and starttime:
-            ppid = parent
-    return MovedLine(marks, ppid, stat_number(fields, 23))
+    head = _split(data, _MARKS_SPLIT)
+    if head is None:
+        return MovedLine(exec_marks(data), None, 0)  # a malformed line: forgotten, counted
+    close, fields, ppid, _ = head
+    return MovedLine(_marks(data, close, fields), ppid, stat_number(fields, 23))
