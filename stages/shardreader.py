@@ -236,6 +236,7 @@ class ShardReader:
         return self._complete(pid, base, entry.fd, data)
 
     def _unchanged(self, entry: Known) -> RawProcess:
+        """The record stands as it is (its cut cmdline counted, as every round counts it)."""
         if entry.cut:
             self._files.truncated["cmdline"] += 1
         return entry.proc

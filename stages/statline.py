@@ -2,8 +2,8 @@
 what an exec changes (``exec_marks``), and a field by its number; each splits the line as
 little as its caller needs, since the scan parses a stat line for every process it reads.
 
-Like every parser here (``stages.procfs``), they raise nothing on any input: comm is the
-process's own choice of bytes.
+Like the other procfs parsers (``stages.procfs``), they raise nothing on any input: comm is
+the process's own choice of bytes, and a fake tree's line may be anything.
 """
 
 from __future__ import annotations
