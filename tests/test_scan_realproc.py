@@ -19,6 +19,7 @@ from simulation.harness import wait_until
 from simulation.workspace import SimNode, SimulatedTree, workspace
 from stages.base.meter import Tally
 from stages.shardreader import ShardReader
+from tests.unprivileged import throwaway_user
 
 pytestmark = pytest.mark.realproc
 
@@ -29,6 +30,20 @@ import os, signal
 signal.signal(signal.SIGUSR1, lambda *_: os.execv({SLEEP!r}, ["sleep", "86400"]))
 while True:
     signal.pause()
+"""
+
+
+# An unprivileged user's program that names itself like the tail of a stat line (a naive
+# parser, splitting at the first ")", would read this process's ppid and starttime as 1) and
+# burns CPU on SIGUSR1, so its stat line moves without an exec.
+HOSTILE_COMM = b") Z 1 1 1 1 1 1"
+NAMES_ITSELF = f"""
+import ctypes, signal, sys, time
+ctypes.CDLL(None).prctl(15, {HOSTILE_COMM!r})
+signal.signal(signal.SIGUSR1, lambda *_: sum(range(10**7)))
+print("ready", flush=True)
+while True:
+    time.sleep(99)
 """
 
 
@@ -86,3 +101,41 @@ def test_a_reused_pid_is_read_afresh_not_through_the_old_descriptor() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_user_naming_itself_like_a_stat_tail_keeps_its_record_when_it_runs() -> None:
+    """A real unprivileged user's process with a comm of ``) Z 1 1 1 1 1 1``: the first read
+    and, once it has run (its stat line moved, no exec), the moved line's one split count
+    fields after the last ``)``: the same record (its maps read), the real ppid, nothing
+    skipped."""
+    with throwaway_user() as user:
+        child = subprocess.Popen(
+            ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
+             "/usr/bin/python3", "-c", NAMES_ITSELF],
+            stdout=subprocess.PIPE, cwd="/",
+        )  # fmt: skip
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+            meter = Tally()
+            reader = ShardReader("/proc", meter, recheck_every=10_000)  # no full re-read
+            first = {p.pid: p for p in reader.read(1).procs}[child.pid]
+            assert (first.comm, first.ppid) == (HOSTILE_COMM.decode(), os.getpid())
+            reader.read(2)
+            line = Path(f"/proc/{child.pid}/stat").read_bytes()
+            os.kill(child.pid, signal.SIGUSR1)
+            wait_until("its stat line to move", lambda: _moved_and_asleep(child.pid, line))
+            again = {p.pid: p for p in reader.read(3).procs}[child.pid]
+            # The same record, with its maps now read: a moved line whose size is new has
+            # them read (a full read, taken for an exec, would have left them unread).
+            assert again.maps_id != 0
+            assert msgspec.structs.replace(again, maps_id=0) == first
+            assert meter.get("procsmith_scan_skipped_total", reason="malformed_stat") == 0
+            reader.close()
+        finally:
+            child.kill()
+            child.wait()
+
+
+def _moved_and_asleep(pid: int, before: bytes) -> bool:
+    now = Path(f"/proc/{pid}/stat").read_bytes()
+    return now != before and now.rsplit(b")", 1)[1].split()[0] == b"S"
