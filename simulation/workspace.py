@@ -99,8 +99,27 @@ def workspace(
     )
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``False`` once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def _nodes(node: SimNode) -> list[SimNode]:
+    return [node, *(n for c in node.children for n in _nodes(c))]
+
+
 class SimulatedTree:
     """Starts a tree of processes, waits until every one is up, and ends them all.
+
+    Up means started, and for a node that execs on SIGUSR1, its handler installed: until
+    then SIGUSR1 would end it (the default action) instead of making it exec.
 
     ``pids`` maps each label to its pid. Use as a context manager.
     """
@@ -140,12 +159,15 @@ class SimulatedTree:
         )
         self.pids[self.root.label] = self._proc.pid
         want = set(self.root.labels()) - {self.root.label}
+        execs = [n.label for n in _nodes(self.root) if n.exec_on_usr1 is not None]
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             for line in self._report.read_text().splitlines():
                 label, pid = line.split()
                 self.pids[label] = int(pid)
-            if want <= self.pids.keys():
+            if want <= self.pids.keys() and all(
+                catches(self.pids[label], signal.SIGUSR1) for label in execs
+            ):
                 return self
             if self._proc.poll() is not None:
                 break

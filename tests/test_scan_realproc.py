@@ -16,7 +16,7 @@ import pytest
 from pipeline.configschema import Config
 from pipeline.local import LocalDetector
 from simulation.harness import wait_until
-from simulation.workspace import SimNode, SimulatedTree, workspace
+from simulation.workspace import SimNode, SimulatedTree, catches, workspace
 from stages.base.meter import Tally
 from stages.shardreader import ShardReader
 from tests.unprivileged import throwaway_user
@@ -45,13 +45,6 @@ print("ready", flush=True)
 while True:
     time.sleep(99)
 """
-
-
-def catches(pid: int, signum: int) -> bool:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    return False
 
 
 def test_a_process_that_execs_another_binary_is_judged_again_next_round() -> None:
